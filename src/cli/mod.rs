@@ -1,0 +1,3 @@
+//! The command line: `dbmazz run|check|spool|status|slot drop`.
+
+pub mod spool;

@@ -1,0 +1,1 @@
+//! `dbmazz spool ...`: the spool inspection tool.

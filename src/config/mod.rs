@@ -1,0 +1,1 @@
+//! Configuration: a TOML file (optional) overridden by environment variables.

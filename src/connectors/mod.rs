@@ -1,0 +1,4 @@
+//! Sources (PostgreSQL) and sinks (StarRocks).
+
+pub mod sinks;
+pub mod sources;

@@ -1,0 +1,3 @@
+//! Sinks.
+
+pub mod starrocks;

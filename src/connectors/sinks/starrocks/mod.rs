@@ -1,0 +1,1 @@
+//! StarRocks sink: Stream Load client, type mapping, target table checks.

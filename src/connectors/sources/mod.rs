@@ -1,0 +1,3 @@
+//! Change sources.
+
+pub mod postgres;

@@ -1,0 +1,3 @@
+//! The PostgreSQL reader: replication connection, pgoutput decoding, setup and checks.
+
+pub mod pgoutput;

@@ -1,0 +1,7 @@
+//! Types shared by every part of the pipeline: LSNs, relations, tuples, changes.
+
+pub mod change;
+pub mod lsn;
+
+pub use change::*;
+pub use lsn::{Lsn, ParseLsnError};

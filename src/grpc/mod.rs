@@ -1,0 +1,1 @@
+//! Control plane: gRPC status and control, metrics, health.

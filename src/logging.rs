@@ -1,0 +1,1 @@
+//! Logging setup (tracing): human text by default, JSON lines on request.

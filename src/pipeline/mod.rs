@@ -1,0 +1,1 @@
+//! The loader: drains the spool to the sink and advances the confirmed LSN.
