@@ -194,6 +194,11 @@ pub enum ReaderEvent {
         xid: Xid,
         subxid: Xid,
     },
+    /// The replication stream (re)started at `from` after a connection loss. The reader
+    /// resumes at the end of the last complete transaction it handed over, so whatever
+    /// was open (an unfinished transaction, every in-progress streamed transaction) will
+    /// be sent again from its start and must be discarded by the consumer now.
+    Restart { from: Lsn },
     /// `pg_logical_emit_message`. Transactional ones arrive inside their transaction.
     Message {
         xid: Option<Xid>,
