@@ -29,10 +29,15 @@ pub enum ConfigError {
     Toml { path: PathBuf, message: String },
     #[error("config file {path}: unknown key `{key}` (see `dbmazz run --help` for the keys)")]
     UnknownKey { path: PathBuf, key: String },
-    #[error("config file {path}: key `{key}` must be a string, number, boolean or array of strings")]
+    #[error(
+        "config file {path}: key `{key}` must be a string, number, boolean or array of strings"
+    )]
     BadTomlValue { path: PathBuf, key: String },
     #[error("{name} is not set; it is required ({help})")]
-    Missing { name: &'static str, help: &'static str },
+    Missing {
+        name: &'static str,
+        help: &'static str,
+    },
     #[error("{name} (from {origin}): invalid value {value}: {expected}")]
     Invalid {
         name: &'static str,
@@ -95,19 +100,23 @@ impl RawValues {
             path: path.to_path_buf(),
             source,
         })?;
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Toml {
-            path: path.to_path_buf(),
-            message: e.message().to_string(),
-        })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Toml {
+                path: path.to_path_buf(),
+                message: e.message().to_string(),
+            })?;
         let mut leaves = Vec::new();
         flatten("", &table, &mut leaves);
         for (key, value) in leaves {
-            let setting = SETTINGS.iter().find(|s| s.toml == key).ok_or_else(|| {
-                ConfigError::UnknownKey {
-                    path: path.to_path_buf(),
-                    key: key.clone(),
-                }
-            })?;
+            let setting =
+                SETTINGS
+                    .iter()
+                    .find(|s| s.toml == key)
+                    .ok_or_else(|| ConfigError::UnknownKey {
+                        path: path.to_path_buf(),
+                        key: key.clone(),
+                    })?;
             let text = toml_text(&value).ok_or_else(|| ConfigError::BadTomlValue {
                 path: path.to_path_buf(),
                 key: key.clone(),
@@ -164,7 +173,13 @@ impl RawValues {
         parse(v.trim()).ok_or_else(|| self.invalid(name, origin, &v, expected))
     }
 
-    fn invalid(&self, name: &'static str, origin: Origin, value: &str, expected: &str) -> ConfigError {
+    fn invalid(
+        &self,
+        name: &'static str,
+        origin: Origin,
+        value: &str,
+        expected: &str,
+    ) -> ConfigError {
         let secret = settings::setting(name).is_some_and(|s| s.secret);
         ConfigError::Invalid {
             name,
@@ -226,9 +241,7 @@ fn parse_positive<T: std::str::FromStr + PartialOrd + Default>(s: &str) -> Optio
 /// Bytes with an optional unit: `1048576`, `64MiB`, `10 GB`, `512k`.
 pub fn parse_bytes(s: &str) -> Option<u64> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num.parse().ok()?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
@@ -475,7 +488,11 @@ impl Config {
             source: source_config(raw)?,
             sink: sink_config(raw)?,
             pipeline: PipelineConfig {
-                flush_size: raw.parse_required("FLUSH_SIZE", "a positive integer", parse_positive)?,
+                flush_size: raw.parse_required(
+                    "FLUSH_SIZE",
+                    "a positive integer",
+                    parse_positive,
+                )?,
                 flush_bytes: raw.parse_required(
                     "FLUSH_BYTES",
                     "a positive size in bytes (e.g. 67108864 or 64MiB)",
@@ -486,18 +503,19 @@ impl Config {
                     "a positive number of milliseconds",
                     parse_millis,
                 )?,
-                ack_policy: raw.parse_required("ACK_POLICY", "`loaded` or `spooled`", |s| {
-                    match s.to_ascii_lowercase().as_str() {
+                ack_policy: raw.parse_required(
+                    "ACK_POLICY",
+                    "`loaded` or `spooled`",
+                    |s| match s.to_ascii_lowercase().as_str() {
                         "loaded" => Some(AckPolicy::Loaded),
                         "spooled" => Some(AckPolicy::Spooled),
                         _ => None,
-                    }
-                })?,
+                    },
+                )?,
             },
             spool: SpoolConfig {
-                dir: raw.parse_required("SPOOL_DIR", "a directory path", |s| {
-                    Some(PathBuf::from(s))
-                })?,
+                dir: raw
+                    .parse_required("SPOOL_DIR", "a directory path", |s| Some(PathBuf::from(s)))?,
                 max_bytes: raw.parse_required(
                     "SPOOL_MAX_BYTES",
                     "a positive size in bytes (e.g. 10GiB)",
@@ -542,8 +560,7 @@ fn source_config(raw: &RawValues) -> Result<SourceConfig, ConfigError> {
     let ident = |s: &str| {
         (!s.is_empty()
             && s.len() <= 63
-            && s
-                .chars()
+            && s.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
         .then(|| s.to_string())
     };
@@ -581,17 +598,24 @@ fn sink_config(raw: &RawValues) -> Result<Option<SinkConfig>, ConfigError> {
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
     };
-    let Some(fe_url) = raw.parse("SINK_URL", "an http(s) URL such as http://fe:8030", http_url)?
+    let Some(fe_url) = raw.parse(
+        "SINK_URL",
+        "an http(s) URL such as http://fe:8030",
+        http_url,
+    )?
     else {
         return Ok(None);
     };
     Ok(Some(SinkConfig {
         fe_url,
-        be_url: raw.parse("SINK_BE_URL", "an http(s) URL such as http://be:8040", http_url)?,
+        be_url: raw.parse(
+            "SINK_BE_URL",
+            "an http(s) URL such as http://be:8040",
+            http_url,
+        )?,
         mysql_port: raw.parse_required("SINK_PORT", "a port number 1-65535", parse_positive)?,
-        database: raw.parse_required("SINK_DATABASE", "a database name", |s| {
-            Some(s.to_string())
-        })?,
+        database: raw
+            .parse_required("SINK_DATABASE", "a database name", |s| Some(s.to_string()))?,
         user: raw.parse_required("SINK_USER", "a user name", |s| Some(s.to_string()))?,
         password: SecretString::from(raw.get("SINK_PASSWORD").map(|(v, _)| v).unwrap_or_default()),
         connect_timeout: raw.parse_required(
@@ -609,10 +633,7 @@ fn sink_config(raw: &RawValues) -> Result<Option<SinkConfig>, ConfigError> {
 
 fn control_config(raw: &RawValues) -> Result<ControlConfig, ConfigError> {
     let addr = |s: &str| s.parse::<SocketAddr>().ok();
-    let explicit_listen = raw
-        .values
-        .get("GRPC_LISTEN")
-        .is_some();
+    let explicit_listen = raw.values.get("GRPC_LISTEN").is_some();
     let port: Option<u16> = raw.parse("GRPC_PORT", "a port number 1-65535", parse_positive)?;
     let grpc_listen = match (explicit_listen, port) {
         (false, Some(p)) => SocketAddr::from(([127, 0, 0, 1], p)),
@@ -620,7 +641,11 @@ fn control_config(raw: &RawValues) -> Result<ControlConfig, ConfigError> {
     };
     Ok(ControlConfig {
         grpc_listen,
-        http_listen: raw.parse_required("HTTP_LISTEN", "an address such as 127.0.0.1:9187", addr)?,
+        http_listen: raw.parse_required(
+            "HTTP_LISTEN",
+            "an address such as 127.0.0.1:9187",
+            addr,
+        )?,
         token: raw
             .get("CONTROL_TOKEN")
             .filter(|(v, _)| !v.is_empty())

@@ -24,8 +24,14 @@ fn minimal_environment_gives_defaults() {
     assert_eq!(
         c.source.tables,
         vec![
-            TableName { schema: "public".into(), name: "orders".into() },
-            TableName { schema: "sales".into(), name: "items".into() },
+            TableName {
+                schema: "public".into(),
+                name: "orders".into()
+            },
+            TableName {
+                schema: "sales".into(),
+                name: "items".into()
+            },
         ]
     );
     assert!(c.sink.is_none());
@@ -39,7 +45,10 @@ fn minimal_environment_gives_defaults() {
 #[test]
 fn tables_has_no_default() {
     let e = Config::load_with(None, &env_of(&MIN[..1])).unwrap_err();
-    assert!(matches!(e, ConfigError::Missing { name: "TABLES", .. }), "{e}");
+    assert!(
+        matches!(e, ConfigError::Missing { name: "TABLES", .. }),
+        "{e}"
+    );
 }
 
 #[test]
@@ -61,7 +70,9 @@ fn invalid_values_name_the_variable() {
             env.push(("SINK_URL", "http://fe:8030"));
             env.push(("SINK_DATABASE", "d"));
         }
-        let e = Config::load_with(None, &env_of(&env)).unwrap_err().to_string();
+        let e = Config::load_with(None, &env_of(&env))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(k), "{k}={v}: {e}");
         assert!(e.contains(v), "{k}={v}: {e}");
     }
@@ -119,7 +130,10 @@ fn debug_and_errors_redact_secrets() {
     // A bad SOURCE_URL must not echo the password back.
     let e = Config::load_with(
         None,
-        &env_of(&[("SOURCE_URL", "postgres://u:pg-s3cret@h/d?sslmode=nope"), ("TABLES", "t")]),
+        &env_of(&[
+            ("SOURCE_URL", "postgres://u:pg-s3cret@h/d?sslmode=nope"),
+            ("TABLES", "t"),
+        ]),
     )
     .unwrap_err()
     .to_string();
@@ -143,9 +157,15 @@ fn byte_sizes_and_table_names() {
     assert_eq!(parse_bytes("12 parsecs"), None);
     assert_eq!(
         TableName::parse(r#""My Schema"."Odd""Name""#),
-        Some(TableName { schema: "My Schema".into(), name: "Odd\"Name".into() })
+        Some(TableName {
+            schema: "My Schema".into(),
+            name: "Odd\"Name".into()
+        })
     );
-    assert_eq!(TableName::parse("Public.Orders").unwrap().to_string(), "public.orders");
+    assert_eq!(
+        TableName::parse("Public.Orders").unwrap().to_string(),
+        "public.orders"
+    );
     assert_eq!(TableName::parse("a.b.c"), None);
 }
 

@@ -1,4 +1,9 @@
 //! The PostgreSQL reader: replication connection, pgoutput decoding, setup and checks.
 
 pub mod conninfo;
+pub mod error;
 pub mod pgoutput;
+pub mod replication;
+pub mod tls;
+
+pub use error::{ServerError, SourceError};
