@@ -901,8 +901,8 @@ mod tests {
                 value: 2,
             })
         );
-        check(&[b'E'], true, PgOutputMessage::StreamStop);
-        check(&[b'E'], false, PgOutputMessage::StreamStop);
+        check(b"E", true, PgOutputMessage::StreamStop);
+        check(b"E", false, PgOutputMessage::StreamStop);
     }
 
     #[test]
@@ -988,7 +988,7 @@ mod tests {
             Ok(PgOutputMessage::Unknown { tag: b'b' })
         );
         assert_eq!(
-            parse(&[b'K'], true),
+            parse(b"K", true),
             Ok(PgOutputMessage::Unknown { tag: b'K' })
         );
         assert_eq!(
