@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod connectors;
 pub mod core;
+pub mod daemon;
 pub mod grpc;
 pub mod logging;
 pub mod pipeline;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `dbmazz` binary: see `dbmazz --help`.
+
+fn main() -> std::process::ExitCode {
+    dbmazz::cli::main()
+}

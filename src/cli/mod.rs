@@ -1,3 +1,151 @@
-//! The command line: `dbmazz run|check|spool|status|slot drop`.
+//! The command line: `dbmazz run|check|spool|status|pause|resume|drain|stop|slot drop`.
+//!
+//! Command output goes through a writer (stdout), logs through tracing (stderr).
 
+pub mod check;
+pub mod slot;
 pub mod spool;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{help_table, Config, ConfigError, LogFormat};
+use crate::connectors::sources::postgres::SourceError;
+
+/// Errors of a CLI command, with a clear message for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Source(#[from] SourceError),
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("{0}")]
+    Usage(String),
+    #[error("output: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dbmazz",
+    version,
+    about = "Streams PostgreSQL changes into StarRocks through a durable local spool",
+    after_long_help = help_table(),
+)]
+pub struct Cli {
+    /// TOML configuration file; environment variables override it.
+    #[arg(long, global = true, env = "DBMAZZ_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log format (overrides LOG_FORMAT): text or json.
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the replication job: PostgreSQL → spool → StarRocks (configuration: see --help).
+    Run,
+    /// Check the source (wal_level, slots, privileges, publication, tables) without
+    /// changing anything; exits non-zero when something must be fixed.
+    Check {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect a spool directory (safe while the daemon runs).
+    Spool(spool::SpoolArgs),
+    /// Replication slot administration.
+    Slot {
+        #[command(subcommand)]
+        command: SlotCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SlotCommand {
+    /// Drop the configured slot (SOURCE_SLOT_NAME). The daemon never does this itself.
+    Drop {
+        /// Repeat the slot name to confirm.
+        #[arg(long, value_name = "SLOT")]
+        confirm: String,
+    },
+}
+
+/// Entry point used by `main`: parses arguments, runs the command, maps the outcome to
+/// an exit code (0 ok, 1 error, 2 check found problems).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    match run(cli, &mut out) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(err, "dbmazz: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, CliError> {
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    if let Some(f) = &cli.log_format {
+        cfg.log.format = LogFormat::parse(f)
+            .ok_or_else(|| CliError::Usage(format!("--log-format {f:?}: expected text or json")))?;
+    }
+    Ok(cfg)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Io)
+}
+
+/// Runs one parsed command, writing its output to `out`.
+pub fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode, CliError> {
+    match &cli.command {
+        Command::Spool(args) => {
+            crate::logging::init(LogFormat::Text, "warn");
+            spool::run(args, out).map_err(|e| CliError::Other(e.to_string()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { json } => {
+            let cfg = load_config(&cli)?;
+            crate::logging::init(cfg.log.format, "warn");
+            let ok = runtime()?.block_on(check::run(&cfg, *json, out))?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        Command::Slot {
+            command: SlotCommand::Drop { confirm },
+        } => {
+            let cfg = load_config(&cli)?;
+            crate::logging::init(cfg.log.format, &cfg.log.filter);
+            runtime()?.block_on(slot::drop_slot(&cfg, confirm, out))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run => {
+            let cfg = load_config(&cli)?;
+            crate::logging::init(cfg.log.format, &cfg.log.filter);
+            runtime()?.block_on(crate::daemon::run(cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

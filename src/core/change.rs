@@ -198,7 +198,9 @@ pub enum ReaderEvent {
     /// resumes at the end of the last complete transaction it handed over, so whatever
     /// was open (an unfinished transaction, every in-progress streamed transaction) will
     /// be sent again from its start and must be discarded by the consumer now.
-    Restart { from: Lsn },
+    Restart {
+        from: Lsn,
+    },
     /// `pg_logical_emit_message`. Transactional ones arrive inside their transaction.
     Message {
         xid: Option<Xid>,

@@ -22,10 +22,7 @@ pub enum Error {
     #[error("PostgreSQL binaries not found (looked in {0}); install the postgresql package (e.g. apt-get install postgresql) or set PG_BIN")]
     NoBinaries(String),
     #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: io::Error,
-    },
+    Io { what: String, source: io::Error },
     #[error("{what} failed: {output}")]
     Command { what: String, output: String },
     #[error("PostgreSQL did not become ready within {0:?}; log:\n{1}")]
@@ -178,7 +175,11 @@ fn make_template() -> Result<tempfile::TempDir, Error> {
     cmd.arg("-D")
         .arg(&data)
         .args(["-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8"])
-        .args(["--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"])
+        .args([
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--no-sync",
+        ])
         .arg(format!("--pwfile={}", pwfile.display()));
     as_server_user(&mut cmd);
     run(&mut cmd, "initdb")?;
@@ -317,25 +318,44 @@ impl PgCluster {
 
     /// URL over TCP loopback with password authentication.
     pub fn tcp_url(&self, user: &str, password: &str, db: &str) -> String {
-        format!("postgres://{user}:{password}@127.0.0.1:{}/{db}?sslmode=disable", self.port)
+        format!(
+            "postgres://{user}:{password}@127.0.0.1:{}/{db}?sslmode=disable",
+            self.port
+        )
     }
 
-    /// Runs SQL through `psql` (ON_ERROR_STOP) and returns its unaligned output.
+    /// Runs a SQL script through `psql -f -` (ON_ERROR_STOP): each statement runs in its
+    /// own transaction unless the script says BEGIN. Returns the unaligned output.
     pub fn psql(&self, db: &str, sql: &str) -> Result<String, Error> {
+        use std::io::Write as _;
         let psql = bin_dir()?.join("psql");
-        let psql = if psql.exists() { psql } else { PathBuf::from("psql") };
-        let out = Command::new(psql)
+        let psql = if psql.exists() {
+            psql
+        } else {
+            PathBuf::from("psql")
+        };
+        let mut child = Command::new(psql)
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
             .arg("-h")
             .arg(self.socket_dir())
             .arg("-p")
             .arg(self.port.to_string())
-            .args(["-U", "postgres", "-d", db, "-c", sql])
-            .output()
+            .args(["-U", "postgres", "-d", db, "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .map_err(io_err("run psql"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(sql.as_bytes())
+                .map_err(io_err("write SQL to psql"))?;
+        }
+        let out = child.wait_with_output().map_err(io_err("wait for psql"))?;
         if !out.status.success() {
+            let head: String = sql.chars().take(200).collect();
             return Err(Error::Command {
-                what: format!("psql {sql:?}"),
+                what: format!("psql {head:?}"),
                 output: String::from_utf8_lossy(&out.stderr).into_owned(),
             });
         }
@@ -398,7 +418,8 @@ mod tests {
     #[test]
     fn restart_with_other_settings() {
         let mut c = PgCluster::start().unwrap();
-        c.restart_with(Options::default().wal_level("replica")).unwrap();
+        c.restart_with(Options::default().wal_level("replica"))
+            .unwrap();
         assert_eq!(c.psql("postgres", "SHOW wal_level").unwrap(), "replica");
     }
 }

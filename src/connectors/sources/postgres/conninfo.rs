@@ -122,10 +122,7 @@ impl PgConnInfo {
             dbname,
             sslmode,
             sslrootcert,
-            application_name: cfg
-                .get_application_name()
-                .unwrap_or("dbmazz")
-                .to_string(),
+            application_name: cfg.get_application_name().unwrap_or("dbmazz").to_string(),
             connect_timeout: cfg
                 .get_connect_timeout()
                 .copied()
@@ -316,7 +313,8 @@ mod tests {
 
     #[test]
     fn key_value_with_unix_socket() {
-        let c = parse("host=/tmp/sock port=5999 user=postgres dbname=d sslmode=disable password='a b'");
+        let c =
+            parse("host=/tmp/sock port=5999 user=postgres dbname=d sslmode=disable password='a b'");
         assert_eq!(c.hosts, vec![Host::Unix("/tmp/sock".into())]);
         assert_eq!(c.targets(), vec![(Host::Unix("/tmp/sock".into()), 5999)]);
         assert_eq!(c.sslmode, SslMode::Disable);
@@ -328,8 +326,10 @@ mod tests {
         let c = parse("postgres://u@h/d");
         assert_eq!(c.sslmode, SslMode::Prefer);
         assert_eq!(c.ports, vec![5432]);
-        let e = PgConnInfo::parse(&SecretString::from("postgres://u:pw@h/d?sslmode=bogus".to_string()))
-            .unwrap_err();
+        let e = PgConnInfo::parse(&SecretString::from(
+            "postgres://u:pw@h/d?sslmode=bogus".to_string(),
+        ))
+        .unwrap_err();
         assert!(e.to_string().contains("bogus"));
         assert!(!e.to_string().contains("pw"));
         assert!(matches!(

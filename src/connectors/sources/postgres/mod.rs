@@ -7,3 +7,6 @@ pub mod replication;
 pub mod tls;
 
 pub use error::{ServerError, SourceError};
+pub mod client;
+pub mod reader;
+pub mod setup;

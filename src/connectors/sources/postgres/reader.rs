@@ -1,0 +1,344 @@
+//! The reader: streams pgoutput from the slot, decodes it into [`ReaderEvent`]s and hands
+//! them, in bounded batches, to the spool writer.
+//!
+//! Invariants kept here:
+//! - 2, receipt is not confirmation: status updates carry `write_lsn` = received and
+//!   `flush_lsn`/`apply_lsn` = the confirmed LSN handed in from outside (the loader), and a
+//!   keepalive that asks for a reply is answered at once. While the consumer is slow or
+//!   the spool is full, reading stops but an unprompted status update still goes out at
+//!   least every second, so the walsender never times out.
+//! - 8, restart resumes exactly: after a connection loss the stream restarts at the end
+//!   of the last complete transaction handed over, preceded by [`ReaderEvent::Restart`]
+//!   so the consumer drops what was unfinished; PostgreSQL re-sends it whole.
+
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use super::conninfo::PgConnInfo;
+use super::error::SourceError;
+use super::pgoutput::Decoder;
+use super::replication::{ReplicationConnection, ReplicationMessage};
+use crate::core::{Lsn, ReaderEvent};
+
+/// Reader settings.
+#[derive(Debug, Clone)]
+pub struct ReaderOptions {
+    pub conn: PgConnInfo,
+    pub slot: String,
+    pub publication: String,
+    /// Ask for protocol 2 (streaming of in-progress transactions) when the server has it.
+    pub streaming: bool,
+    /// Unprompted status update period (replies to keepalive requests are immediate).
+    pub status_interval: Duration,
+    /// A batch is handed over when it holds this many events...
+    pub max_batch_events: usize,
+    /// ...or this many payload bytes.
+    pub max_batch_bytes: usize,
+    /// Reconnect backoff: first delay and cap.
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
+}
+
+impl ReaderOptions {
+    pub fn new(conn: PgConnInfo, slot: &str, publication: &str) -> Self {
+        ReaderOptions {
+            conn,
+            slot: slot.to_string(),
+            publication: publication.to_string(),
+            streaming: false,
+            status_interval: Duration::from_secs(5),
+            max_batch_events: 2048,
+            max_batch_bytes: 4 << 20,
+            reconnect_initial: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the reader is doing, for status and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReaderStatus {
+    pub connected: bool,
+    /// pgoutput protocol version in use.
+    pub protocol_version: u32,
+    /// Highest WAL position received (reported as write_lsn).
+    pub received_lsn: Lsn,
+    /// End of the last complete transaction handed to the consumer.
+    pub last_commit_end: Lsn,
+    /// Reading is held back: the consumer is slow, the spool is full, or paused.
+    pub held_back: bool,
+    pub reconnects: u64,
+    pub keepalive_replies: u64,
+    pub status_updates: u64,
+    /// The confirmed LSN last reported as flush_lsn.
+    pub reported_flush_lsn: Lsn,
+    pub last_error: Option<String>,
+}
+
+/// Inputs that steer a running reader.
+pub struct ReaderControl {
+    /// The confirmed LSN (driven by the loader): reported as flush_lsn/apply_lsn.
+    pub confirmed: watch::Receiver<Lsn>,
+    /// `true` asks the reader to stop reading (keepalives still answered).
+    pub paused: watch::Receiver<bool>,
+    /// `true` asks the reader to end cleanly.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The reader task.
+pub struct Reader {
+    opts: ReaderOptions,
+    out: mpsc::Sender<Vec<ReaderEvent>>,
+    status: watch::Sender<ReaderStatus>,
+}
+
+enum Ended {
+    /// Shutdown requested; the stream was closed cleanly.
+    Shutdown,
+}
+
+impl Reader {
+    pub fn new(
+        opts: ReaderOptions,
+        out: mpsc::Sender<Vec<ReaderEvent>>,
+    ) -> (Self, watch::Receiver<ReaderStatus>) {
+        let (status, rx) = watch::channel(ReaderStatus::default());
+        (Reader { opts, out, status }, rx)
+    }
+
+    /// Runs until shutdown (Ok) or a permanent error. Transient errors reconnect with
+    /// capped exponential backoff, resuming after the last complete transaction.
+    pub async fn run(self, start: Lsn, mut control: ReaderControl) -> Result<(), SourceError> {
+        let mut resume = start;
+        let mut delay = self.opts.reconnect_initial;
+        let mut first = true;
+        loop {
+            if *control.shutdown.borrow() {
+                return Ok(());
+            }
+            let attempt_started = Instant::now();
+            match self.session(resume, !first, &mut control).await {
+                Ok(Ended::Shutdown) => return Ok(()),
+                Err((e, last_commit)) => {
+                    resume = resume.max(last_commit);
+                    self.status.send_modify(|s| {
+                        s.connected = false;
+                        s.last_error = Some(e.to_string());
+                    });
+                    if !e.is_transient() {
+                        return Err(e);
+                    }
+                    if attempt_started.elapsed() > Duration::from_secs(30) {
+                        delay = self.opts.reconnect_initial;
+                    }
+                    warn!(error = %e, retry_in = ?delay, resume_at = %resume, "replication connection lost; reconnecting");
+                    tokio::select! {
+                        _ = tokio::time::sleep(jitter(delay)) => {}
+                        _ = control.shutdown.changed() => return Ok(()),
+                    }
+                    delay = (delay * 2).min(self.opts.reconnect_max);
+                    first = false;
+                    self.status.send_modify(|s| s.reconnects += 1);
+                }
+            }
+        }
+    }
+
+    /// One connection's life. On error, returns it with the end LSN of the last complete
+    /// transaction handed over (or pending), where the next session resumes.
+    async fn session(
+        &self,
+        resume: Lsn,
+        restarted: bool,
+        control: &mut ReaderControl,
+    ) -> Result<Ended, (SourceError, Lsn)> {
+        let mut last_commit = resume;
+        let fail = |e: SourceError, at: Lsn| (e, at);
+        let mut conn = ReplicationConnection::connect(&self.opts.conn)
+            .await
+            .map_err(|e| fail(e, last_commit))?;
+        let proto = if self.opts.streaming && conn.server_major_version().unwrap_or(0) >= 14 {
+            2
+        } else {
+            1
+        };
+        if restarted {
+            // Tell the consumer to drop unfinished work before anything new arrives.
+            self.out
+                .send(vec![ReaderEvent::Restart { from: resume }])
+                .await
+                .map_err(|_| {
+                    fail(
+                        SourceError::Setup("the spool writer is gone".into()),
+                        last_commit,
+                    )
+                })?;
+        }
+        let mut options = vec![
+            ("proto_version", proto.to_string()),
+            (
+                "publication_names",
+                crate::config::quote_ident(&self.opts.publication),
+            ),
+            ("messages", "true".to_string()),
+        ];
+        if proto >= 2 {
+            options.push(("streaming", "true".to_string()));
+        }
+        conn.start_replication(&self.opts.slot, resume, &options)
+            .await
+            .map_err(|e| fail(e, last_commit))?;
+        info!(slot = %self.opts.slot, start = %resume, protocol = proto, target = conn.target(), "replication started");
+        self.status.send_modify(|s| {
+            s.connected = true;
+            s.protocol_version = proto;
+            s.received_lsn = s.received_lsn.max(resume);
+            s.last_error = None;
+        });
+
+        let mut decoder = Decoder::new();
+        let mut received = resume;
+        let mut batch: Vec<ReaderEvent> = Vec::new();
+        let mut batch_bytes = 0usize;
+        let mut pending: Option<Vec<ReaderEvent>> = None;
+        let mut pending_commit = last_commit;
+        let mut last_status = Instant::now();
+        let mut confirmed_open = true;
+        let mut paused_open = true;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        loop {
+            let paused = *control.paused.borrow();
+            let reading = pending.is_none() && !paused;
+            let held_back = !reading;
+            if self.status.borrow().held_back != held_back {
+                self.status.send_modify(|s| s.held_back = held_back);
+            }
+            tokio::select! {
+                biased;
+                changed = control.shutdown.changed() => {
+                    // A dropped sender also means: stop.
+                    if changed.is_err() || *control.shutdown.borrow() {
+                        // Hand over what was read, report, and end the stream cleanly.
+                        if let Some(p) = pending.take() {
+                            let _ = self.out.send(p).await;
+                        }
+                        if !batch.is_empty() {
+                            let _ = self.out.send(std::mem::take(&mut batch)).await;
+                        }
+                        let flush = *control.confirmed.borrow();
+                        let _ = conn.send_status(received, flush, false).await;
+                        let _ = conn.stop_replication().await;
+                        conn.close().await;
+                        info!("replication stopped");
+                        return Ok(Ended::Shutdown);
+                    }
+                }
+                permit = self.out.reserve(), if pending.is_some() => {
+                    let permit = permit.map_err(|_| fail(SourceError::Setup("the spool writer is gone".into()), last_commit))?;
+                    if let Some(p) = pending.take() {
+                        permit.send(p);
+                        last_commit = pending_commit;
+                    }
+                }
+                msg = conn.next_message(), if reading => {
+                    let msg = msg.map_err(|e| fail(e, last_commit))?;
+                    let Some(mut msg) = msg else {
+                        return Err(fail(SourceError::Io(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof, "the server ended the replication stream")), last_commit));
+                    };
+                    // Take everything already buffered in one go (natural batching).
+                    loop {
+                        match msg {
+                            ReplicationMessage::XLogData { wal_start, wal_end, data, .. } => {
+                                received = received.max(wal_end).max(wal_start);
+                                batch_bytes += data.len();
+                                let ev = decoder.decode(wal_start, &data).map_err(|e| {
+                                    fail(SourceError::Decode { lsn: wal_start, reason: e.to_string() }, last_commit)
+                                })?;
+                                if let Some(ev) = ev {
+                                    if let ReaderEvent::Commit(c) | ReaderEvent::StreamCommit(c) = &ev {
+                                        pending_commit = pending_commit.max(c.end_lsn);
+                                    }
+                                    batch.push(ev);
+                                }
+                            }
+                            ReplicationMessage::Keepalive { wal_end, reply_requested, .. } => {
+                                received = received.max(wal_end);
+                                if reply_requested {
+                                    let flush = *control.confirmed.borrow();
+                                    conn.send_status(received, flush, false).await.map_err(|e| fail(e, last_commit))?;
+                                    last_status = Instant::now();
+                                    self.status.send_modify(|s| {
+                                        s.keepalive_replies += 1;
+                                        s.reported_flush_lsn = flush;
+                                    });
+                                }
+                            }
+                        }
+                        if batch.len() >= self.opts.max_batch_events || batch_bytes >= self.opts.max_batch_bytes {
+                            break;
+                        }
+                        match conn.next_message().now_or_never() {
+                            Some(Ok(Some(m))) => msg = m,
+                            Some(Ok(None)) | None => break,
+                            Some(Err(e)) => return Err(fail(e, last_commit)),
+                        }
+                    }
+                    if !batch.is_empty() {
+                        // Try to hand over right away; else hold it (and stop reading).
+                        let b = std::mem::take(&mut batch);
+                        batch_bytes = 0;
+                        match self.out.try_send(b) {
+                            Ok(()) => last_commit = pending_commit,
+                            Err(mpsc::error::TrySendError::Full(b)) => {
+                                debug!("consumer is behind: holding a batch, reading paused");
+                                pending = Some(b);
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => {
+                                return Err(fail(SourceError::Setup("the spool writer is gone".into()), last_commit));
+                            }
+                        }
+                    }
+                    self.status.send_modify(|s| {
+                        s.received_lsn = received;
+                        s.last_commit_end = last_commit;
+                    });
+                }
+                changed = control.confirmed.changed(), if confirmed_open => {
+                    if changed.is_err() { confirmed_open = false; continue; }
+                    let flush = *control.confirmed.borrow();
+                    if flush > self.status.borrow().reported_flush_lsn {
+                        conn.send_status(received, flush, false).await.map_err(|e| fail(e, last_commit))?;
+                        last_status = Instant::now();
+                        self.status.send_modify(|s| { s.status_updates += 1; s.reported_flush_lsn = flush; });
+                    }
+                }
+                changed = control.paused.changed(), if paused_open => {
+                    if changed.is_err() { paused_open = false; }
+                }
+                _ = tick.tick() => {
+                    // Unprompted status: at the configured interval, and every second
+                    // while held back (we are not reading keepalive requests then).
+                    let every = if held_back { self.opts.status_interval.min(Duration::from_secs(1)) } else { self.opts.status_interval };
+                    if last_status.elapsed() >= every {
+                        let flush = *control.confirmed.borrow();
+                        conn.send_status(received, flush, false).await.map_err(|e| fail(e, last_commit))?;
+                        last_status = Instant::now();
+                        self.status.send_modify(|s| { s.status_updates += 1; s.reported_flush_lsn = flush; });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds up to 20% random jitter so many daemons do not reconnect in lockstep.
+fn jitter(d: Duration) -> Duration {
+    let f: f64 = rand::random::<f64>() * 0.2;
+    d + d.mul_f64(f)
+}
