@@ -746,3 +746,114 @@ fn mutations_reach_both_outcomes() {
     assert!(ok > 300 && err > 300, "ok {ok}, err {err}");
     assert!(length_errors > 50, "length errors {length_errors}");
 }
+
+/// One unit of a generated replication session.
+#[derive(Debug, Clone)]
+enum Block {
+    /// Begin, `n` inserts, Commit.
+    Plain { xid: u32, n: usize },
+    /// Stream Start, changes carrying the given (sub)xids, Stream Stop, then optionally
+    /// Stream Commit (`Some(true)`) or Stream Abort (`Some(false)`).
+    Segment {
+        xid: u32,
+        first: bool,
+        subxids: Vec<u32>,
+        end: Option<bool>,
+    },
+}
+
+fn block() -> impl Strategy<Value = Block> {
+    prop_oneof![
+        (1u32..1000, 0usize..4).prop_map(|(xid, n)| Block::Plain { xid, n }),
+        (
+            1000u32..2000,
+            any::<bool>(),
+            prop::collection::vec(0u32..3, 0..4),
+            proptest::option::of(any::<bool>())
+        )
+            .prop_map(|(xid, first, subs, end)| Block::Segment {
+                xid,
+                first,
+                subxids: subs.into_iter().map(|s| xid + s * 5000).collect(),
+                end,
+            }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 5_000, ..ProptestConfig::default() })]
+
+    /// Model test: a valid session (plain transactions and stream segments, interleaved)
+    /// decodes to exactly the events the model expects, with top-level xid and subxid right.
+    #[test]
+    fn valid_sessions_decode_as_modelled(blocks in prop::collection::vec(block(), 1..8)) {
+        use dbmazz::core::{Change, ChangeOp, CommitInfo, ReaderEvent};
+        let mut wire: Vec<PgOutputMessage> = Vec::new();
+        let mut expected: Vec<ReaderEvent> = Vec::new();
+        let row = |i: usize| vec![Value::Text(i.to_string().into_bytes())];
+        for b in &blocks {
+            match b {
+                Block::Plain { xid, n } => {
+                    let base = wire.len() as u64;
+                    wire.push(PgOutputMessage::Begin { final_lsn: Lsn(base), commit_time: 1, xid: *xid });
+                    expected.push(ReaderEvent::Begin { xid: *xid, final_lsn: Lsn(base), commit_time: 1 });
+                    for i in 0..*n {
+                        let lsn = Lsn(wire.len() as u64);
+                        wire.push(PgOutputMessage::Insert { xid: None, relation: 7, new: row(i) });
+                        expected.push(ReaderEvent::Change(Change {
+                            xid: *xid, subxid: *xid, relation: 7, lsn,
+                            op: ChangeOp::Insert { new: row(i) },
+                        }));
+                    }
+                    wire.push(PgOutputMessage::Commit {
+                        flags: 0, commit_lsn: Lsn(base), end_lsn: Lsn(base + 1), commit_time: 1,
+                    });
+                    expected.push(ReaderEvent::Commit(CommitInfo {
+                        xid: *xid, commit_lsn: Lsn(base), end_lsn: Lsn(base + 1), commit_time: 1,
+                    }));
+                }
+                Block::Segment { xid, first, subxids, end } => {
+                    wire.push(PgOutputMessage::StreamStart { xid: *xid, first_segment: *first });
+                    expected.push(ReaderEvent::StreamStart { xid: *xid, first_segment: *first });
+                    for (i, sub) in subxids.iter().enumerate() {
+                        let lsn = Lsn(wire.len() as u64);
+                        let old = (OldKind::Key, row(i));
+                        wire.push(PgOutputMessage::Delete { xid: Some(*sub), relation: 9, old: old.clone() });
+                        expected.push(ReaderEvent::Change(Change {
+                            xid: *xid, subxid: *sub, relation: 9, lsn,
+                            op: ChangeOp::Delete { old },
+                        }));
+                    }
+                    wire.push(PgOutputMessage::StreamStop);
+                    expected.push(ReaderEvent::StreamStop);
+                    match end {
+                        Some(true) => {
+                            let info = CommitInfo {
+                                xid: *xid, commit_lsn: Lsn(5), end_lsn: Lsn(6), commit_time: 2,
+                            };
+                            wire.push(PgOutputMessage::StreamCommit {
+                                xid: *xid, flags: 0, commit_lsn: Lsn(5), end_lsn: Lsn(6), commit_time: 2,
+                            });
+                            expected.push(ReaderEvent::StreamCommit(info));
+                        }
+                        Some(false) => {
+                            let subxid = subxids.last().copied().unwrap_or(*xid);
+                            wire.push(PgOutputMessage::StreamAbort { xid: *xid, subxid, abort: None });
+                            expected.push(ReaderEvent::StreamAbort { xid: *xid, subxid });
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+        let mut d = Decoder::new();
+        let mut got = Vec::new();
+        for (i, m) in wire.iter().enumerate() {
+            if let Some(ev) = d.decode(Lsn(i as u64), &encode(m)).unwrap() {
+                got.push(ev);
+            }
+        }
+        prop_assert_eq!(got, expected);
+        prop_assert!(!d.in_stream());
+    }
+}
