@@ -1,0 +1,81 @@
+//! Reclaiming disk: append a large backlog, mark it all loaded, and the bytes on disk
+//! drop to a small fraction (whole segment databases are deleted). ~200 MB in the normal
+//! suite; `cargo test --release --test spool_reclaim -- --ignored` runs the 1 GB version.
+
+#[path = "spool/common.rs"]
+mod common;
+
+use std::time::Instant;
+
+use common::*;
+use dbmazz::core::*;
+use dbmazz::spool::{dir_bytes, Spool, SpoolOptions};
+
+fn run(total: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Spool::open(
+        dir.path(),
+        SpoolOptions {
+            cache_capacity: 16 << 20,
+            max_bytes: 1 << 40,
+            segment_bytes: 32 << 20,
+        },
+    )
+    .unwrap();
+    s.append(&ReaderEvent::Relation(rel(1, 2))).unwrap();
+    let payload = "r".repeat(4000);
+    let per_txn = 50u64;
+    let txns = total / (per_txn * 4000);
+    let t0 = Instant::now();
+    let mut xid = 1u32;
+    let mut lsn = 1u64;
+    for t in 0..txns {
+        s.append_all(&txn(xid, 1, lsn, per_txn as usize, &payload)).unwrap();
+        xid += 1;
+        lsn += per_txn + 10;
+        if t % 20 == 19 {
+            s.flush().unwrap();
+        }
+    }
+    let mark = s.flush().unwrap();
+    let append_secs = t0.elapsed().as_secs_f64();
+    let full = dir_bytes(dir.path());
+    let before = s.stats();
+    assert!(before.pending_bytes >= total * 9 / 10, "pending bytes {}", before.pending_bytes);
+    // The loader loads everything, in a few steps.
+    let t1 = Instant::now();
+    s.mark_loaded(mark.seq, mark.commit_lsn).unwrap();
+    let after = dir_bytes(dir.path());
+    let st = s.stats();
+    println!(
+        "reclaim: payload {:.0} MB, on disk {:.0} MB full ({:.2} bytes/byte), {:.1} MB after loading all ({:.2}% of full); append {:.1}s, mark_loaded {:.2}s",
+        before.pending_bytes as f64 / 1e6,
+        full as f64 / 1e6,
+        full as f64 / before.pending_bytes as f64,
+        after as f64 / 1e6,
+        after as f64 * 100.0 / full as f64,
+        append_secs,
+        t1.elapsed().as_secs_f64()
+    );
+    assert_eq!(st.pending_records, 0);
+    assert!(full >= total, "the backlog is on disk ({full} bytes)");
+    assert!(after * 20 < full, "after loading everything {after} bytes remain of {full}");
+    // And the spool keeps working: a restart resumes at the same mark.
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(s.durable_mark(), mark);
+    s.append_all(&txn(xid, 1, lsn, 1, "after")).unwrap();
+    assert_eq!(s.flush().unwrap().seq, mark.seq + 2);
+    assert_eq!(read_all(&s).len(), 2);
+}
+
+#[test]
+fn loading_everything_gives_the_disk_back_200mb() {
+    run(200 << 20);
+}
+
+#[test]
+#[ignore = "1 GB; run with --ignored (release recommended)"]
+fn loading_everything_gives_the_disk_back_1gb() {
+    run(1 << 30);
+}
