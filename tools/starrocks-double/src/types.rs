@@ -362,6 +362,7 @@ impl Value {
                 J::Array(items.iter().map(|v| v.to_json(&el)).collect())
             }
             Value::Json(j) => j.clone(),
+            Value::Bytes(b) => J::String(hex_encode(b)),
             other => match other.to_text(ty) {
                 Some(t) => J::String(String::from_utf8_lossy(&t).into_owned()),
                 None => J::Null,
