@@ -66,11 +66,26 @@ pub async fn get(url: &str, auth: bool) -> Reply {
 }
 
 /// PUT straight to the BE with auth and the given headers; returns the parsed JSON.
-pub async fn load(sr: &StarRocksDouble, table: &str, headers: &[(&str, &str)], body: &str) -> serde_json::Value {
+pub async fn load(
+    sr: &StarRocksDouble,
+    table: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> serde_json::Value {
     let mut h = vec![("Authorization", AUTH)];
     h.extend_from_slice(headers);
-    let r = put(&format!("{}/api/db/{table}/_stream_load", sr.be_http_url()), &h, body.to_string()).await;
-    assert_eq!(r.status, StatusCode::OK, "BE always answers 200: {}", r.text);
+    let r = put(
+        &format!("{}/api/db/{table}/_stream_load", sr.be_http_url()),
+        &h,
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "BE always answers 200: {}",
+        r.text
+    );
     r.json()
 }
 
