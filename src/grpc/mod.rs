@@ -1,1 +1,3 @@
 //! Control plane: gRPC status and control, metrics, health.
+
+pub mod state;
