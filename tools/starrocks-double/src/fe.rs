@@ -38,17 +38,19 @@ fn unauthorized(msg: &str) -> Resp {
 }
 
 /// Checks Basic auth the FE way; Err is the 401 to send.
-fn check_auth(shared: &Shared, req: &Request<Incoming>, remote: SocketAddr) -> Result<(), Resp> {
+fn check_auth(
+    shared: &Shared,
+    req: &Request<Incoming>,
+    remote: SocketAddr,
+) -> Result<(), Box<Resp>> {
     match parse_basic_auth(req.headers()) {
-        None => Err(unauthorized("Need auth information.")),
+        None => Err(Box::new(unauthorized("Need auth information."))),
         Some((u, p)) => {
             if shared.check_credentials(&u, &p) {
                 Ok(())
             } else {
-                Err(unauthorized(&format!(
-                    "Access denied for {u}@{}",
-                    remote.ip()
-                )))
+                let msg = format!("Access denied for {u}@{}", remote.ip());
+                Err(Box::new(unauthorized(&msg)))
             }
         }
     }
@@ -90,13 +92,13 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>, remote: SocketAddr) 
         }
         (&Method::GET, ["", "api", db, "get_load_state"]) => {
             if let Err(r) = check_auth(&shared, &req, remote) {
-                return r;
+                return *r;
             }
             load_state(&shared, db, &query)
         }
         (&Method::GET, ["", "api", db, table, "_schema"]) => {
             if let Err(r) = check_auth(&shared, &req, remote) {
-                return r;
+                return *r;
             }
             schema(&shared, db, table)
         }
@@ -117,7 +119,7 @@ async fn stream_load(
         return r;
     }
     if let Err(r) = check_auth(&shared, &req, remote) {
-        return close(r);
+        return close(*r);
     }
     if shared.config.require_expect_continue && req.version() >= Version::HTTP_11 {
         let has = req

@@ -6,6 +6,10 @@ use common::*;
 use mysql_async::prelude::*;
 use starrocks_double::{DoubleConfig, StarRocksDouble};
 
+type Row4 = (i64, Option<String>, Option<String>, Option<String>);
+type DescRow = (String, String, String, String, Option<String>, String);
+type ColRow = (String, String, String, String, String, i64);
+
 fn opts(port: u16, pass: &str) -> mysql_async::Opts {
     mysql_async::OptsBuilder::default()
         .ip_or_hostname("127.0.0.1")
@@ -33,7 +37,7 @@ async fn ddl_metadata_and_select() {
         .await
         .expect("create db");
     c.query_drop("CREATE TABLE IF NOT EXISTS `db`.`t` (`id` BIGINT NOT NULL, `name` VARCHAR(10) NULL, `amt` DECIMAL(10, 2) NULL, `ts` DATETIME NULL) PRIMARY KEY(`id`) DISTRIBUTED BY HASH(`id`) BUCKETS 1 PROPERTIES(\"replication_num\" = \"1\")").await.expect("create table");
-    let cols: Vec<(String, String, String, String, String, i64)> = c
+    let cols: Vec<ColRow> = c
         .query("SELECT column_name, data_type, column_type, column_key, is_nullable, ordinal_position FROM information_schema.columns WHERE table_schema = 'db' AND table_name = 't' ORDER BY ordinal_position")
         .await
         .expect("columns");
@@ -70,7 +74,7 @@ async fn ddl_metadata_and_select() {
     )
     .await;
     assert_eq!(v["Status"], "Success");
-    let rows: Vec<(i64, Option<String>, Option<String>, Option<String>)> = c
+    let rows: Vec<Row4> = c
         .query("SELECT * FROM db.t ORDER BY id DESC")
         .await
         .expect("select");
@@ -100,8 +104,7 @@ async fn ddl_metadata_and_select() {
     c.query_drop("ALTER TABLE db.t ADD COLUMN extra INT NULL")
         .await
         .expect("alter");
-    let desc: Vec<(String, String, String, String, Option<String>, String)> =
-        c.query("DESC db.t").await.expect("desc");
+    let desc: Vec<DescRow> = c.query("DESC db.t").await.expect("desc");
     assert_eq!(desc.len(), 5);
     c.query_drop("USE db").await.expect("use");
     c.query_drop("TRUNCATE TABLE t").await.expect("truncate");

@@ -28,7 +28,7 @@ pub enum Outcome {
     /// Reply 200 with this body; `close` = reply without reading the body and close.
     Reply {
         /// Body.
-        resp: LoadResponse,
+        resp: Box<LoadResponse>,
         /// Close the connection after replying.
         close: bool,
     },
@@ -77,7 +77,7 @@ struct Ctx {
 
 impl Ctx {
     /// Records and returns a reply.
-    fn finish(&self, mut resp: LoadResponse, committed: bool, replied: bool) -> LoadResponse {
+    fn finish(&self, mut resp: LoadResponse, committed: bool, replied: bool) -> Box<LoadResponse> {
         resp.load_time_ms = ms(self.start.elapsed());
         let rec = LoadRecord {
             seq: 0,
@@ -91,7 +91,7 @@ impl Ctx {
         };
         self.shared.lock().record_load(rec);
         tracing::debug!(label = %self.label, status = %resp.status, message = %resp.message, "stream load");
-        resp
+        Box::new(resp)
     }
 
     fn early(&self, msg: impl Into<String>) -> Outcome {
@@ -189,6 +189,7 @@ pub async fn handle(
     let begin_start = Instant::now();
     let begun = {
         let mut st = shared.lock();
+        #[allow(clippy::result_large_err)]
         let r = (|| -> Result<Begun, LoadResponse> {
             if !shared.check_credentials(&user, &password) {
                 return Err(LoadResponse::fail(
@@ -318,7 +319,11 @@ pub async fn handle(
     match task.await {
         Ok(o) => o,
         Err(e) => Outcome::Reply {
-            resp: LoadResponse::fail(txn, &label, format!("internal error: {e}")),
+            resp: Box::new(LoadResponse::fail(
+                txn,
+                &label,
+                format!("internal error: {e}"),
+            )),
             close: true,
         },
     }
