@@ -81,7 +81,7 @@ impl Relation {
 }
 
 /// One column value of a tuple, as pgoutput sends it (text format).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Value {
     /// SQL NULL (`n`).
     Null,

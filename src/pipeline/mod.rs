@@ -5,3 +5,7 @@
 //! loaded mark and the confirmed LSN (invariants 1, 4, 5, 10).
 
 pub mod plan;
+pub mod loader;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,515 @@
+//! The loader task: reads durable spool records, plans them (`plan`), executes the steps
+//! through a [`LoadSink`], then advances the loaded mark and the confirmed LSN.
+//!
+//! Invariants kept here:
+//! - 1: the confirmed LSN only moves to the end of a transaction whose every row is
+//!   loaded (with `ack_policy = loaded`);
+//! - 3: only records at or below the durable mark are read (the spool enforces it);
+//! - 4: the loaded mark and the confirmed LSN only land on commit records; a transaction
+//!   larger than the batch bounds is loaded in parts but confirmed only at its commit;
+//! - 5: labels are built from the spool id, the target table and the sequence range; a
+//!   retry reuses them. Loads that follow a TRUNCATE of the same table in a window not
+//!   yet confirmed carry this run's epoch instead, because a replay after a crash runs the
+//!   TRUNCATE again and must then really reload them (a reused label would be skipped as
+//!   "already loaded");
+//! - 10: a window is bounded by rows and bytes; memory does not grow with the backlog.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::plan::{ColumnSet, PlanError, PlannedRow, Planner, RowOp, Step};
+use crate::config::AckPolicy;
+use crate::core::{Lsn, Relation, RelationId};
+use crate::grpc::state::{LastLoad, LoaderStatus, TableCounters};
+use crate::spool::{DurableMark, Spool, SpoolError, SpoolRecord};
+
+/// One load for the sink: rows of one table and one column set, in order.
+pub struct LoadBatch<'a> {
+    pub relation: &'a Relation,
+    pub rel_version: u32,
+    pub columns: &'a ColumnSet,
+    pub rows: &'a [PlannedRow],
+    pub label: String,
+}
+
+/// How a load ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadResult {
+    Loaded,
+    /// The label was already loaded (a replay): nothing done twice.
+    AlreadyLoaded,
+}
+
+/// A sink error that stops the pipeline (transient ones are retried inside the sink).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SinkFailure(pub String);
+
+/// Where the loader puts rows. The StarRocks implementation retries transient failures
+/// itself (for as long as it takes) and returns only success or a permanent failure.
+pub trait LoadSink: Send + Sync + 'static {
+    /// Target table name for a relation (for labels and counters).
+    fn target_name(&self, relation: &Relation) -> String;
+    /// Makes the target ready for this relation version (check / create / add columns).
+    fn prepare(
+        &self,
+        relation: &Relation,
+        rel_version: u32,
+    ) -> impl Future<Output = Result<(), SinkFailure>> + Send;
+    fn load(
+        &self,
+        batch: LoadBatch<'_>,
+    ) -> impl Future<Output = Result<LoadResult, SinkFailure>> + Send;
+    fn truncate(&self, relation: &Relation)
+        -> impl Future<Output = Result<(), SinkFailure>> + Send;
+}
+
+/// Loader errors: all stop the pipeline, keeping the spool and the slot.
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    #[error("spool: {0}")]
+    Spool(#[from] SpoolError),
+    #[error("{0}")]
+    Plan(#[from] PlanError),
+    #[error("sink: {0}")]
+    Sink(#[from] SinkFailure),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Batch bounds and acknowledgement.
+#[derive(Debug, Clone)]
+pub struct LoaderOptions {
+    pub flush_rows: usize,
+    pub flush_bytes: usize,
+    pub flush_interval: Duration,
+    pub ack_policy: AckPolicy,
+    /// Records per spool read.
+    pub read_chunk: usize,
+}
+
+/// Inputs that steer the loader.
+pub struct LoaderControl {
+    pub durable: watch::Receiver<DurableMark>,
+    pub paused: watch::Receiver<bool>,
+    /// `true`: load what is durable, then return.
+    pub drain: watch::Receiver<bool>,
+    /// `true`: return at the next window boundary.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The loader.
+pub struct Loader<S: LoadSink> {
+    spool: Spool,
+    sink: Arc<S>,
+    opts: LoaderOptions,
+    status: watch::Sender<LoaderStatus>,
+    confirmed: watch::Sender<Lsn>,
+    epoch: String,
+    relations: HashMap<(RelationId, u32), Arc<Relation>>,
+    prepared: HashMap<(RelationId, u32), ()>,
+}
+
+/// A window of records planned but not yet loaded.
+struct Window {
+    planner: Planner,
+    /// Last commit record in the window: (seq, end_lsn).
+    last_commit: Option<(u64, Lsn)>,
+    started: Option<Instant>,
+    /// Latest schema version seen per relation (for truncates).
+    versions: HashMap<RelationId, u32>,
+}
+
+impl<S: LoadSink> Loader<S> {
+    /// `confirmed` is the channel the reader reports as flush_lsn.
+    pub fn new(
+        spool: Spool,
+        sink: Arc<S>,
+        opts: LoaderOptions,
+        confirmed: watch::Sender<Lsn>,
+    ) -> (Self, watch::Receiver<LoaderStatus>) {
+        let loaded = spool.loaded_mark();
+        let (status, rx) = watch::channel(LoaderStatus {
+            stage: "idle".into(),
+            loaded_seq: loaded.seq,
+            confirmed_lsn: loaded.confirmed_lsn,
+            ..LoaderStatus::default()
+        });
+        let epoch = format!("{:08x}", rand::random::<u32>());
+        (
+            Loader {
+                spool,
+                sink,
+                opts,
+                status,
+                confirmed,
+                epoch,
+                relations: HashMap::new(),
+                prepared: HashMap::new(),
+            },
+            rx,
+        )
+    }
+
+    fn stage(&self, stage: &str) {
+        self.status.send_if_modified(|s| {
+            let changed = s.stage != stage;
+            s.stage = stage.to_string();
+            changed
+        });
+    }
+
+    /// Runs until shutdown, until drained (with `drain`), or a permanent error.
+    pub async fn run(mut self, mut control: LoaderControl) -> Result<(), LoaderError> {
+        let mut next = self.spool.loaded_mark().seq + 1;
+        let mut window = Window {
+            planner: Planner::new(),
+            last_commit: None,
+            started: None,
+            versions: HashMap::new(),
+        };
+        // Relations already known to the spool (restart): their latest versions.
+        for (id, v, _) in self.spool.relations() {
+            let e = window.versions.entry(id).or_insert(v);
+            *e = (*e).max(v);
+        }
+        loop {
+            if *control.shutdown.borrow() {
+                self.stage("stopped");
+                return Ok(());
+            }
+            if *control.paused.borrow() && !*control.drain.borrow() {
+                self.stage("paused");
+                tokio::select! {
+                    _ = control.paused.changed() => {}
+                    _ = control.shutdown.changed() => {}
+                    _ = control.drain.changed() => {}
+                }
+                continue;
+            }
+            let durable = control.durable.borrow().seq;
+            if next <= durable {
+                let spool = self.spool.clone();
+                let chunk = self.opts.read_chunk;
+                let from = next;
+                let records = tokio::task::spawn_blocking(move || spool.read_from(from, chunk))
+                    .await
+                    .map_err(|e| LoaderError::Internal(format!("spool read task: {e}")))??;
+                if records.is_empty() {
+                    return Err(LoaderError::Internal(format!(
+                        "the spool returned nothing from {from} although it is durable up to {durable}"
+                    )));
+                }
+                for (seq, rec) in records {
+                    next = seq + 1;
+                    window.started.get_or_insert_with(Instant::now);
+                    match rec {
+                        SpoolRecord::Change {
+                            rel_version,
+                            change,
+                        } => {
+                            let rel = self.relation(change.relation, rel_version)?;
+                            window.versions.insert(rel.id, rel_version);
+                            window.planner.add(seq, &rel, rel_version, &change)?;
+                        }
+                        SpoolRecord::Commit(c) => {
+                            window.last_commit = Some((seq, c.info.end_lsn));
+                            if window.planner.rows() >= self.opts.flush_rows
+                                || window.planner.bytes() >= self.opts.flush_bytes
+                            {
+                                self.flush(&mut window, true).await?;
+                            }
+                        }
+                    }
+                    // A transaction far larger than a batch: load it in parts (bounded
+                    // memory); it is confirmed at its commit only.
+                    if window.planner.rows() >= self.opts.flush_rows.saturating_mul(4)
+                        || window.planner.bytes() >= self.opts.flush_bytes.saturating_mul(4)
+                    {
+                        self.flush(&mut window, false).await?;
+                    }
+                }
+                continue;
+            }
+            // Everything durable is read: load the window when it is old enough, when
+            // draining, or when the source is idle.
+            let due = window
+                .started
+                .map(|t| t.elapsed() >= self.opts.flush_interval)
+                .unwrap_or(false);
+            if window.last_commit.is_some() && (due || *control.drain.borrow()) {
+                self.flush(&mut window, true).await?;
+                continue;
+            }
+            if *control.drain.borrow() && window.last_commit.is_none() {
+                self.stage("drained");
+                return Ok(());
+            }
+            self.stage("idle");
+            let wait = window
+                .started
+                .map(|t| self.opts.flush_interval.saturating_sub(t.elapsed()))
+                .unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                _ = control.durable.changed() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = control.shutdown.changed() => {}
+                _ = control.drain.changed() => {}
+                _ = control.paused.changed() => {}
+            }
+        }
+    }
+
+    fn relation(&mut self, id: RelationId, version: u32) -> Result<Arc<Relation>, LoaderError> {
+        if let Some(r) = self.relations.get(&(id, version)) {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(self.spool.relation(id, version)?);
+        self.relations.insert((id, version), r.clone());
+        Ok(r)
+    }
+
+    /// Executes the planned steps; with `at_commit`, then marks the window's last commit
+    /// loaded and confirms its end LSN.
+    async fn flush(&mut self, window: &mut Window, at_commit: bool) -> Result<(), LoaderError> {
+        let steps = if at_commit {
+            window.planner.take()
+        } else {
+            window.planner.take_keep_truncates()
+        };
+        self.execute(steps, &window.versions).await?;
+        if at_commit {
+            if let Some((seq, end_lsn)) = window.last_commit.take() {
+                self.mark(seq, end_lsn).await?;
+            }
+            window.started = None;
+        }
+        Ok(())
+    }
+
+    async fn mark(&mut self, seq: u64, end_lsn: Lsn) -> Result<(), LoaderError> {
+        let spool = self.spool.clone();
+        // When everything durable is loaded, empty transactions after the last commit
+        // record (durable.end_lsn) are confirmed too.
+        let durable = spool.durable_mark();
+        let confirm = if durable.seq == seq {
+            end_lsn.max(durable.end_lsn)
+        } else {
+            end_lsn
+        };
+        tokio::task::spawn_blocking(move || spool.mark_loaded(seq, confirm))
+            .await
+            .map_err(|e| LoaderError::Internal(format!("spool mark task: {e}")))??;
+        if self.opts.ack_policy == AckPolicy::Loaded {
+            self.confirmed.send_if_modified(|c| {
+                let adv = confirm > *c;
+                if adv {
+                    *c = confirm;
+                }
+                adv
+            });
+        }
+        self.status.send_modify(|s| {
+            s.loaded_seq = seq;
+            s.confirmed_lsn = confirm;
+        });
+        debug!(seq, confirmed = %confirm, "window loaded");
+        Ok(())
+    }
+
+    async fn execute(
+        &mut self,
+        steps: BTreeMap<RelationId, Vec<Step>>,
+        versions: &HashMap<RelationId, u32>,
+    ) -> Result<(), LoaderError> {
+        if steps.is_empty() {
+            return Ok(());
+        }
+        self.stage("loading");
+        // Resolve relations and prepare targets first (sequentially: DDL).
+        let mut work = Vec::new();
+        for (id, steps) in steps {
+            let mut rels = HashMap::new();
+            for s in &steps {
+                let v = match s {
+                    Step::Load { rel_version, .. } => *rel_version,
+                    Step::Truncate { .. } => match versions.get(&id) {
+                        Some(v) => *v,
+                        None => {
+                            return Err(LoaderError::Internal(format!(
+                                "TRUNCATE of relation {id} without a known schema"
+                            )))
+                        }
+                    },
+                };
+                if let std::collections::hash_map::Entry::Vacant(e) = rels.entry(v) {
+                    let r = self.relation(id, v)?;
+                    if self.prepared.insert((id, v), ()).is_none() {
+                        self.sink.prepare(&r, v).await?;
+                    }
+                    e.insert(r);
+                }
+            }
+            work.push((rels, steps));
+        }
+        // Tables load in parallel; within a table, steps run in order.
+        let spool_id = self.spool.id();
+        let epoch = self.epoch.clone();
+        let futs = work.into_iter().map(|(rels, steps)| {
+            let sink = self.sink.clone();
+            let spool_id = spool_id.clone();
+            let epoch = epoch.clone();
+            async move { run_table(&*sink, &spool_id, &epoch, &rels, &steps).await }
+        });
+        let results = futures_util::future::join_all(futs).await;
+        let mut first_err = None;
+        for r in results {
+            match r {
+                Ok(counters) => self.status.send_modify(|s| {
+                    for (name, c) in counters {
+                        let t = s.tables.entry(name).or_default();
+                        t.source_table = c.source_table;
+                        t.target_table = c.target_table;
+                        t.rows_upserted += c.rows_upserted;
+                        t.rows_deleted += c.rows_deleted;
+                        t.truncates += c.truncates;
+                        t.loads += c.loads;
+                        if c.last_load.is_some() {
+                            t.last_load = c.last_load;
+                        }
+                    }
+                }),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            self.status.send_modify(|s| {
+                s.stage = "failed".into();
+                s.last_error = Some(e.to_string());
+            });
+            return Err(e.into());
+        }
+        Ok(())
+    }
+}
+
+/// Runs one table's steps in order; returns its counters.
+async fn run_table<S: LoadSink>(
+    sink: &S,
+    spool_id: &str,
+    epoch: &str,
+    rels: &HashMap<u32, Arc<Relation>>,
+    steps: &[Step],
+) -> Result<Vec<(String, TableCounters)>, SinkFailure> {
+    let mut counters: BTreeMap<String, TableCounters> = BTreeMap::new();
+    for step in steps {
+        match step {
+            Step::Load {
+                rel_version,
+                columns,
+                rows,
+                first_seq,
+                last_seq,
+                after_truncate,
+                ..
+            } => {
+                let rel = rels
+                    .get(rel_version)
+                    .ok_or_else(|| SinkFailure(format!("no schema for version {rel_version}")))?;
+                let target = sink.target_name(rel);
+                // See the module docs: after a truncate, not reusable across runs on purpose.
+                let label = load_label(
+                    spool_id,
+                    &target,
+                    *first_seq,
+                    *last_seq,
+                    after_truncate.then_some(epoch),
+                );
+                let result = sink
+                    .load(LoadBatch {
+                        relation: rel,
+                        rel_version: *rel_version,
+                        columns,
+                        rows,
+                        label: label.clone(),
+                    })
+                    .await?;
+                let c = counters.entry(target.clone()).or_default();
+                c.source_table = rel.qualified_name();
+                c.target_table = target;
+                c.loads += 1;
+                let (ups, dels) = rows.iter().fold((0u64, 0u64), |(u, d), r| match r.op {
+                    RowOp::Upsert => (u + 1, d),
+                    RowOp::Delete => (u, d + 1),
+                });
+                c.rows_upserted += ups;
+                c.rows_deleted += dels;
+                c.last_load = Some(LastLoad {
+                    label,
+                    at_unix_ms: now_ms(),
+                    outcome: match result {
+                        LoadResult::Loaded => "success".into(),
+                        LoadResult::AlreadyLoaded => "already_loaded".into(),
+                    },
+                    rows: rows.len() as u64,
+                });
+            }
+            Step::Truncate { seq } => {
+                let rel = rels
+                    .values()
+                    .next()
+                    .ok_or_else(|| SinkFailure("truncate without a schema".into()))?;
+                let target = sink.target_name(rel);
+                info!(table = %rel.qualified_name(), target = %target, seq, "applying TRUNCATE");
+                sink.truncate(rel).await?;
+                let c = counters.entry(target.clone()).or_default();
+                c.source_table = rel.qualified_name();
+                c.target_table = target;
+                c.truncates += 1;
+            }
+        }
+    }
+    Ok(counters.into_iter().collect())
+}
+
+/// `dbmazz_<spool>_<table>_<first>_<last>[_<epoch>]`, within StarRocks's label rules.
+fn load_label(spool_id: &str, table: &str, first: u64, last: u64, epoch: Option<&str>) -> String {
+    let safe: String = table
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    let mut l = format!("dbmazz_{spool_id}_{safe}_{first}_{last}");
+    if let Some(e) = epoch {
+        l.push('_');
+        l.push_str(e);
+    }
+    l
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Logs the first of a burst of equal warnings (used by sinks while retrying).
+pub fn warn_retry(what: &str, attempt: u32, delay: Duration, error: &str) {
+    if attempt <= 3 || attempt.is_power_of_two() {
+        warn!(what, attempt, retry_in = ?delay, error, "load failed, retrying with the same label");
+    }
+}
