@@ -397,6 +397,31 @@ pub struct SinkConfig {
     pub password: SecretString,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    pub format: SinkFormat,
+    /// Stream Load `max_filter_ratio` (0 = any filtered row fails the load).
+    pub max_filter_ratio: f64,
+    pub create_tables: bool,
+    pub add_columns: bool,
+    /// Target table name template: `{schema}`, `{table}`, `{schema_prefix}`.
+    pub table_name_template: String,
+    pub delete_mode: DeleteMode,
+    pub replication_num: u32,
+}
+
+/// Stream Load body format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkFormat {
+    Json,
+    Csv,
+}
+
+/// How a source DELETE is applied to the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteMode {
+    /// `__op = 1`: the row is removed (default).
+    Hard,
+    /// The row is upserted with `_dbmazz_deleted = true`.
+    Soft,
 }
 
 impl fmt::Debug for SinkConfig {
@@ -410,6 +435,13 @@ impl fmt::Debug for SinkConfig {
             .field("password", &"[REDACTED]")
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("format", &self.format)
+            .field("max_filter_ratio", &self.max_filter_ratio)
+            .field("create_tables", &self.create_tables)
+            .field("add_columns", &self.add_columns)
+            .field("table_name_template", &self.table_name_template)
+            .field("delete_mode", &self.delete_mode)
+            .field("replication_num", &self.replication_num)
             .finish()
     }
 }
@@ -627,6 +659,37 @@ fn sink_config(raw: &RawValues) -> Result<Option<SinkConfig>, ConfigError> {
             "SINK_REQUEST_TIMEOUT_MS",
             "a positive number of milliseconds",
             parse_millis,
+        )?,
+        format: raw.parse_required("SINK_FORMAT", "`json` or `csv`", |s| {
+            match s.to_ascii_lowercase().as_str() {
+                "json" => Some(SinkFormat::Json),
+                "csv" => Some(SinkFormat::Csv),
+                _ => None,
+            }
+        })?,
+        max_filter_ratio: raw.parse_required(
+            "SINK_MAX_FILTER_RATIO",
+            "a number from 0 to 1",
+            |s| s.parse::<f64>().ok().filter(|v| (0.0..=1.0).contains(v)),
+        )?,
+        create_tables: raw.parse_required("SINK_CREATE_TABLES", "true or false", parse_bool)?,
+        add_columns: raw.parse_required("SINK_ADD_COLUMNS", "true or false", parse_bool)?,
+        table_name_template: raw.parse_required(
+            "SINK_TABLE_NAME_TEMPLATE",
+            "a template containing {table} (placeholders {schema}, {table}, {schema_prefix})",
+            |s| s.contains("{table}").then(|| s.to_string()),
+        )?,
+        delete_mode: raw.parse_required("SINK_DELETE_MODE", "`hard` or `soft`", |s| {
+            match s.to_ascii_lowercase().as_str() {
+                "hard" => Some(DeleteMode::Hard),
+                "soft" => Some(DeleteMode::Soft),
+                _ => None,
+            }
+        })?,
+        replication_num: raw.parse_required(
+            "SINK_REPLICATION_NUM",
+            "a positive integer",
+            parse_positive,
         )?,
     }))
 }

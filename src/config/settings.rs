@@ -71,6 +71,13 @@ pub const SETTINGS: &[Setting] = &[
     s("SINK_BE_URL", "sink.be_url", None, "Send Stream Loads straight to this BE HTTP URL instead of following the FE's redirect."),
     s("SINK_CONNECT_TIMEOUT_MS", "sink.connect_timeout_ms", Some("5000"), "Connect timeout of every HTTP and MySQL call to StarRocks."),
     s("SINK_REQUEST_TIMEOUT_MS", "sink.request_timeout_ms", Some("300000"), "Total timeout of one Stream Load request."),
+    s("SINK_FORMAT", "sink.format", Some("json"), "Stream Load body format: `json` (recommended) or `csv` (enclosed and escaped so every character round-trips)."),
+    s("SINK_MAX_FILTER_RATIO", "sink.max_filter_ratio", Some("0"), "Stream Load max_filter_ratio, 0..1. Default 0: any row StarRocks rejects fails the load."),
+    s("SINK_CREATE_TABLES", "sink.create_tables", Some("false"), "Create missing target tables (PRIMARY KEY, mapped types) instead of failing."),
+    s("SINK_ADD_COLUMNS", "sink.add_columns", Some("true"), "ALTER TABLE ADD COLUMN for a new source column; when false a new column is an error."),
+    s("SINK_TABLE_NAME_TEMPLATE", "sink.table_name_template", Some("{schema_prefix}{table}"), "Target table name; placeholders {schema}, {table} and {schema_prefix} (empty for public, else `schema__`)."),
+    s("SINK_DELETE_MODE", "sink.delete_mode", Some("hard"), "`hard`: DELETE removes the row (__op=1). `soft`: the row is kept with _dbmazz_deleted = true."),
+    s("SINK_REPLICATION_NUM", "sink.replication_num", Some("1"), "replication_num of tables created with SINK_CREATE_TABLES."),
     // Pipeline.
     s("FLUSH_SIZE", "flush_size", Some("10000"), "Maximum rows per Stream Load batch."),
     s("FLUSH_BYTES", "flush_bytes", Some("67108864"), "Maximum payload bytes per Stream Load batch (accepts KiB/MiB/GiB suffixes)."),

@@ -184,3 +184,55 @@ fn help_lists_every_variable_without_secrets() {
         assert!(h.contains(s.env), "{} missing from help", s.env);
     }
 }
+
+#[test]
+fn sink_settings_have_defaults_and_are_validated() {
+    let mut env = MIN.to_vec();
+    env.extend([("SINK_URL", "http://fe:8030"), ("SINK_DATABASE", "d")]);
+    let c = Config::load_with(None, &env_of(&env)).unwrap();
+    let sink = c.sink.unwrap();
+    assert_eq!(sink.format, SinkFormat::Json);
+    assert_eq!(sink.max_filter_ratio, 0.0);
+    assert!(!sink.create_tables);
+    assert!(sink.add_columns);
+    assert_eq!(sink.table_name_template, "{schema_prefix}{table}");
+    assert_eq!(sink.delete_mode, DeleteMode::Hard);
+    assert_eq!(sink.replication_num, 1);
+
+    let mut good = env.clone();
+    good.extend([
+        ("SINK_FORMAT", "CSV"),
+        ("SINK_MAX_FILTER_RATIO", "0.25"),
+        ("SINK_CREATE_TABLES", "true"),
+        ("SINK_ADD_COLUMNS", "false"),
+        ("SINK_TABLE_NAME_TEMPLATE", "{schema}_{table}"),
+        ("SINK_DELETE_MODE", "soft"),
+        ("SINK_REPLICATION_NUM", "3"),
+    ]);
+    let sink = Config::load_with(None, &env_of(&good)).unwrap().sink.unwrap();
+    assert_eq!(sink.format, SinkFormat::Csv);
+    assert_eq!(sink.max_filter_ratio, 0.25);
+    assert!(sink.create_tables);
+    assert!(!sink.add_columns);
+    assert_eq!(sink.table_name_template, "{schema}_{table}");
+    assert_eq!(sink.delete_mode, DeleteMode::Soft);
+    assert_eq!(sink.replication_num, 3);
+
+    for (k, v) in [
+        ("SINK_FORMAT", "parquet"),
+        ("SINK_MAX_FILTER_RATIO", "1.5"),
+        ("SINK_MAX_FILTER_RATIO", "lots"),
+        ("SINK_CREATE_TABLES", "perhaps"),
+        ("SINK_ADD_COLUMNS", "perhaps"),
+        ("SINK_TABLE_NAME_TEMPLATE", "fixed_name"),
+        ("SINK_DELETE_MODE", "gentle"),
+        ("SINK_REPLICATION_NUM", "0"),
+    ] {
+        let mut bad = env.clone();
+        bad.push((k, v));
+        let e = Config::load_with(None, &env_of(&bad))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(k) && e.contains(v), "{k}={v}: {e}");
+    }
+}

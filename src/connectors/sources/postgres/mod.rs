@@ -7,6 +7,7 @@ pub mod replication;
 pub mod tls;
 
 pub use error::{ServerError, SourceError};
+pub mod catalog;
 pub mod client;
 pub mod reader;
 pub mod setup;

@@ -1,0 +1,622 @@
+//! Target tables over the FE's MySQL port: naming (schemas kept apart), checks that each
+//! target is a PRIMARY KEY table with the source's key and compatible columns, optional
+//! creation, ADD COLUMN for new source columns, TRUNCATE. Every call has a connect and a
+//! total timeout (invariant 6); the password never reaches an error or log (invariant 11).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use secrecy::ExposeSecret;
+use tracing::{info, warn};
+
+use super::types::{ColumnMapping, SrType};
+use crate::config::{DeleteMode, SinkConfig, TableName};
+
+/// Column added to every target in `SINK_DELETE_MODE=soft`.
+pub const SOFT_DELETE_COLUMN: &str = "_dbmazz_deleted";
+
+/// Table administration errors.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("StarRocks MySQL port {host}:{port}: {what} timed out after {after:?}")]
+    Timeout {
+        host: String,
+        port: u16,
+        what: String,
+        after: Duration,
+    },
+    #[error("StarRocks MySQL port {host}:{port}: {what}: {message}")]
+    Sql {
+        host: String,
+        port: u16,
+        what: String,
+        message: String,
+    },
+    #[error("target table {database}.{table} does not exist (set SINK_CREATE_TABLES=true to create it); expected: {ddl}")]
+    Missing {
+        database: String,
+        table: String,
+        ddl: String,
+    },
+    #[error("target table {database}.{table} does not match the source {source_table}: {}", differences.join("; "))]
+    Incompatible {
+        database: String,
+        table: String,
+        source_table: String,
+        differences: Vec<String>,
+    },
+    #[error("source tables {a} and {b} would both load into target table {target}; change SINK_TABLE_NAME_TEMPLATE")]
+    NameCollision {
+        a: String,
+        b: String,
+        target: String,
+    },
+    #[error("source table {0} has no primary key; StarRocks PRIMARY KEY tables need one")]
+    NoKey(String),
+}
+
+impl TableError {
+    /// Whether retrying may help (connection problems), as opposed to schema problems.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, TableError::Timeout { .. })
+            || matches!(self, TableError::Sql { message, .. } if is_connection_message(message))
+    }
+}
+
+fn is_connection_message(m: &str) -> bool {
+    let m = m.to_ascii_lowercase();
+    [
+        "connection",
+        "io error",
+        "broken pipe",
+        "refused",
+        "reset",
+        "timed out",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
+}
+
+/// The target table name: `{schema}`, `{table}` and `{schema_prefix}` (empty for
+/// `public`, else `schema__`) in the template. Default `{schema_prefix}{table}`:
+/// `public.t` → `t`, `other.t` → `other__t`.
+pub fn target_table_name(template: &str, schema: &str, table: &str) -> String {
+    let prefix = if schema == "public" {
+        String::new()
+    } else {
+        format!("{schema}__")
+    };
+    template
+        .replace("{schema_prefix}", &prefix)
+        .replace("{schema}", schema)
+        .replace("{table}", table)
+}
+
+/// Target names for every source table, failing on two sources sharing a target
+/// (StarRocks table names are compared case-insensitively here to be safe).
+pub fn target_names(
+    template: &str,
+    tables: &[TableName],
+) -> Result<BTreeMap<TableName, String>, TableError> {
+    let mut seen: HashMap<String, &TableName> = HashMap::new();
+    let mut out = BTreeMap::new();
+    for t in tables {
+        let target = target_table_name(template, &t.schema, &t.name);
+        if let Some(prev) = seen.insert(target.to_ascii_lowercase(), t) {
+            if prev != t {
+                return Err(TableError::NameCollision {
+                    a: prev.to_string(),
+                    b: t.to_string(),
+                    target,
+                });
+            }
+        }
+        out.insert(t.clone(), target);
+    }
+    Ok(out)
+}
+
+/// MySQL identifier quoting with back-quotes.
+pub fn quote(ident: &str) -> String {
+    format!("`{}`", ident.replace('`', "``"))
+}
+
+/// A column of an existing target table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetColumn {
+    pub name: String,
+    /// `data_type` (lower case: `int`, `varchar`, `decimal`, ...).
+    pub data_type: String,
+    /// `column_type` (`varchar(65533)`, `decimal(12,2)`, ...).
+    pub column_type: String,
+    pub is_key: bool,
+    pub nullable: bool,
+}
+
+/// What [`TableAdmin::ensure_table`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnsureOutcome {
+    /// The table existed and matches.
+    Ok,
+    /// The table was created.
+    Created,
+    /// Columns were added.
+    AddedColumns(Vec<String>),
+}
+
+/// Administration of target tables over the FE's MySQL port.
+pub struct TableAdmin {
+    opts: mysql_async::Opts,
+    host: String,
+    port: u16,
+    database: String,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    create_tables: bool,
+    add_columns: bool,
+    replication_num: u32,
+    delete_mode: DeleteMode,
+}
+
+impl std::fmt::Debug for TableAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableAdmin")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TableAdmin {
+    /// Connects once to check reachability and credentials.
+    pub async fn connect(cfg: &SinkConfig) -> Result<Self, TableError> {
+        let host = cfg.fe_url.host_str().unwrap_or("localhost").to_string();
+        let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname(host.clone())
+            .tcp_port(cfg.mysql_port)
+            .user(Some(cfg.user.clone()))
+            .pass(Some(cfg.password.expose_secret().to_string()))
+            .prefer_socket(false)
+            .into();
+        let admin = TableAdmin {
+            opts,
+            host,
+            port: cfg.mysql_port,
+            database: cfg.database.clone(),
+            connect_timeout: cfg.connect_timeout,
+            request_timeout: cfg.request_timeout,
+            create_tables: cfg.create_tables,
+            add_columns: cfg.add_columns,
+            replication_num: cfg.replication_num,
+            delete_mode: cfg.delete_mode,
+        };
+        let mut conn = admin.conn().await?;
+        admin.run(&mut conn, "SELECT 1", "SELECT 1").await?;
+        let _ = conn.disconnect().await;
+        Ok(admin)
+    }
+
+    fn sql_err(&self, what: &str, e: impl std::fmt::Display) -> TableError {
+        TableError::Sql {
+            host: self.host.clone(),
+            port: self.port,
+            what: what.to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    async fn conn(&self) -> Result<mysql_async::Conn, TableError> {
+        match tokio::time::timeout(
+            self.connect_timeout,
+            mysql_async::Conn::new(self.opts.clone()),
+        )
+        .await
+        {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(self.sql_err("connect", e)),
+            Err(_) => Err(TableError::Timeout {
+                host: self.host.clone(),
+                port: self.port,
+                what: "connect".into(),
+                after: self.connect_timeout,
+            }),
+        }
+    }
+
+    async fn run(
+        &self,
+        conn: &mut mysql_async::Conn,
+        sql: &str,
+        what: &str,
+    ) -> Result<Vec<mysql_async::Row>, TableError> {
+        match tokio::time::timeout(self.request_timeout, conn.query::<mysql_async::Row, _>(sql))
+            .await
+        {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(e)) => Err(self.sql_err(what, e)),
+            Err(_) => Err(TableError::Timeout {
+                host: self.host.clone(),
+                port: self.port,
+                what: what.to_string(),
+                after: self.request_timeout,
+            }),
+        }
+    }
+
+    fn qualified(&self, table: &str) -> String {
+        format!("{}.{}", quote(&self.database), quote(table))
+    }
+
+    /// The columns of `table`, or None when it does not exist.
+    pub async fn describe(&self, table: &str) -> Result<Option<Vec<TargetColumn>>, TableError> {
+        let mut conn = self.conn().await?;
+        let sql = format!(
+            "SELECT column_name, data_type, column_type, column_key, is_nullable \
+             FROM information_schema.columns WHERE table_schema = {} AND table_name = {} \
+             ORDER BY ordinal_position",
+            sql_string(&self.database),
+            sql_string(table)
+        );
+        let rows = self
+            .run(&mut conn, &sql, "information_schema.columns")
+            .await?;
+        if rows.is_empty() {
+            let _ = conn.disconnect().await;
+            return Ok(None);
+        }
+        let text = |r: &mysql_async::Row, i: usize| -> String {
+            r.get_opt::<String, usize>(i)
+                .and_then(|v| v.ok())
+                .unwrap_or_default()
+        };
+        let mut cols: Vec<TargetColumn> = rows
+            .iter()
+            .map(|r| TargetColumn {
+                name: text(r, 0),
+                data_type: text(r, 1).to_ascii_lowercase(),
+                column_type: text(r, 2).to_ascii_lowercase(),
+                is_key: text(r, 3).eq_ignore_ascii_case("PRI"),
+                nullable: text(r, 4).eq_ignore_ascii_case("YES"),
+            })
+            .collect();
+        if !cols.iter().any(|c| c.is_key) {
+            // column_key may be empty on some versions: read the key from the DDL.
+            let ddl_rows = self
+                .run(
+                    &mut conn,
+                    &format!("SHOW CREATE TABLE {}", self.qualified(table)),
+                    "SHOW CREATE TABLE",
+                )
+                .await?;
+            if let Some(ddl) = ddl_rows.first().map(|r| text(r, 1)) {
+                if let Some(keys) = primary_key_of_ddl(&ddl) {
+                    for c in &mut cols {
+                        c.is_key = keys.iter().any(|k| k.eq_ignore_ascii_case(&c.name));
+                    }
+                }
+            }
+        }
+        let _ = conn.disconnect().await;
+        Ok(Some(cols))
+    }
+
+    /// `CREATE TABLE` for a source table: key columns first (NOT NULL), the others
+    /// nullable (deletes carry only the key under REPLICA IDENTITY DEFAULT, spec §4.3).
+    pub fn create_table_sql(&self, table: &str, cols: &[ColumnMapping], keys: &[String]) -> String {
+        let mut defs = Vec::new();
+        for k in keys {
+            if let Some(c) = cols.iter().find(|c| &c.column == k) {
+                defs.push(format!("{} {} NOT NULL", quote(&c.column), c.sr_type));
+            }
+        }
+        for c in cols.iter().filter(|c| !keys.contains(&c.column)) {
+            defs.push(format!("{} {} NULL", quote(&c.column), c.sr_type));
+        }
+        if self.delete_mode == DeleteMode::Soft {
+            defs.push(format!("{} BOOLEAN NULL", quote(SOFT_DELETE_COLUMN)));
+        }
+        let key_list = keys.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} ({}) PRIMARY KEY({key_list}) DISTRIBUTED BY HASH({key_list}) PROPERTIES(\"replication_num\" = \"{}\")",
+            self.qualified(table),
+            defs.join(", "),
+            self.replication_num
+        )
+    }
+
+    /// Checks (and per configuration creates or extends) the target of one source table.
+    /// `source` is `schema.table` for messages; `keys` the source's primary key columns.
+    pub async fn ensure_table(
+        &self,
+        source: &str,
+        table: &str,
+        cols: &[ColumnMapping],
+        keys: &[String],
+    ) -> Result<EnsureOutcome, TableError> {
+        if keys.is_empty() {
+            return Err(TableError::NoKey(source.to_string()));
+        }
+        let Some(existing) = self.describe(table).await? else {
+            let ddl = self.create_table_sql(table, cols, keys);
+            if !self.create_tables {
+                return Err(TableError::Missing {
+                    database: self.database.clone(),
+                    table: table.to_string(),
+                    ddl,
+                });
+            }
+            let mut conn = self.conn().await?;
+            self.run(
+                &mut conn,
+                &format!("CREATE DATABASE IF NOT EXISTS {}", quote(&self.database)),
+                "CREATE DATABASE",
+            )
+            .await?;
+            self.run(&mut conn, &ddl, "CREATE TABLE").await?;
+            let _ = conn.disconnect().await;
+            info!(target_table = %table, source = %source, %ddl, "created target table");
+            return Ok(EnsureOutcome::Created);
+        };
+        let mut diffs = Vec::new();
+        let target_keys: Vec<&str> = existing
+            .iter()
+            .filter(|c| c.is_key)
+            .map(|c| c.name.as_str())
+            .collect();
+        if target_keys.is_empty() {
+            diffs.push("it is not a PRIMARY KEY table".to_string());
+        } else {
+            let same = target_keys.len() == keys.len()
+                && keys
+                    .iter()
+                    .all(|k| target_keys.iter().any(|t| t.eq_ignore_ascii_case(k)));
+            if !same {
+                diffs.push(format!(
+                    "primary key is ({}) but the source key is ({})",
+                    target_keys.join(", "),
+                    keys.join(", ")
+                ));
+            }
+        }
+        let mut missing = Vec::new();
+        for c in cols {
+            match existing
+                .iter()
+                .find(|t| t.name.eq_ignore_ascii_case(&c.column))
+            {
+                None => missing.push(c),
+                Some(t) => {
+                    if let Some(why) = incompatible(&c.sr_type, t) {
+                        diffs.push(format!(
+                            "column {}: source {} needs {} but the target is {} ({why})",
+                            c.column, c.pg_type, c.sr_type, t.column_type
+                        ));
+                    }
+                }
+            }
+        }
+        if self.delete_mode == DeleteMode::Soft
+            && !existing
+                .iter()
+                .any(|t| t.name.eq_ignore_ascii_case(SOFT_DELETE_COLUMN))
+        {
+            diffs.push(format!(
+                "SINK_DELETE_MODE=soft needs a column {SOFT_DELETE_COLUMN} BOOLEAN"
+            ));
+        }
+        if !missing.is_empty() && !self.add_columns {
+            for c in &missing {
+                diffs.push(format!(
+                    "column {} ({}) is missing (set SINK_ADD_COLUMNS=true to add it)",
+                    c.column, c.pg_type
+                ));
+            }
+        }
+        for t in &existing {
+            let known = cols.iter().any(|c| c.column.eq_ignore_ascii_case(&t.name))
+                || t.name.eq_ignore_ascii_case(SOFT_DELETE_COLUMN);
+            if !known && !t.nullable {
+                diffs.push(format!(
+                    "target column {} is NOT NULL but has no source column (loads would fail)",
+                    t.name
+                ));
+            }
+        }
+        if !diffs.is_empty() {
+            return Err(TableError::Incompatible {
+                database: self.database.clone(),
+                table: table.to_string(),
+                source_table: source.to_string(),
+                differences: diffs,
+            });
+        }
+        if missing.is_empty() {
+            return Ok(EnsureOutcome::Ok);
+        }
+        let mut conn = self.conn().await?;
+        let mut added = Vec::new();
+        for c in missing {
+            let sql = format!(
+                "ALTER TABLE {} ADD COLUMN {} {} NULL",
+                self.qualified(table),
+                quote(&c.column),
+                c.sr_type
+            );
+            warn!(target_table = %table, column = %c.column, %sql, "adding a new source column to the target");
+            self.run(&mut conn, &sql, "ALTER TABLE ADD COLUMN").await?;
+            added.push(c.column.clone());
+        }
+        let _ = conn.disconnect().await;
+        Ok(EnsureOutcome::AddedColumns(added))
+    }
+
+    /// `TRUNCATE TABLE db.t`.
+    pub async fn truncate(&self, table: &str) -> Result<(), TableError> {
+        let mut conn = self.conn().await?;
+        let sql = format!("TRUNCATE TABLE {}", self.qualified(table));
+        self.run(&mut conn, &sql, "TRUNCATE TABLE").await?;
+        let _ = conn.disconnect().await;
+        info!(target_table = %table, "truncated target table");
+        Ok(())
+    }
+}
+
+/// A SQL string literal.
+fn sql_string(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// `PRIMARY KEY(a, b)` columns from a CREATE TABLE text.
+fn primary_key_of_ddl(ddl: &str) -> Option<Vec<String>> {
+    let upper = ddl.to_ascii_uppercase();
+    let i = upper.find("PRIMARY KEY")?;
+    let rest = &ddl[i + "PRIMARY KEY".len()..];
+    let open = rest.find('(')?;
+    let close = rest.find(')')?;
+    Some(
+        rest[open + 1..close]
+            .split(',')
+            .map(|k| k.trim().trim_matches('`').to_string())
+            .filter(|k| !k.is_empty())
+            .collect(),
+    )
+}
+
+fn int_width(t: &str) -> Option<u8> {
+    Some(match t {
+        "tinyint" => 1,
+        "smallint" => 2,
+        "int" | "integer" => 4,
+        "bigint" => 8,
+        "largeint" => 16,
+        _ => return None,
+    })
+}
+
+fn varchar_len(column_type: &str) -> Option<u64> {
+    let open = column_type.find('(')?;
+    let close = column_type.find(')')?;
+    column_type[open + 1..close].trim().parse().ok()
+}
+
+/// Why a target column cannot hold the mapped values (None = compatible).
+fn incompatible(want: &SrType, t: &TargetColumn) -> Option<String> {
+    let dt = t.data_type.as_str();
+    let stringy = matches!(dt, "varchar" | "string" | "char");
+    let ok = match want {
+        SrType::Boolean => matches!(dt, "boolean" | "tinyint") || int_width(dt).is_some(),
+        SrType::SmallInt | SrType::Int | SrType::BigInt | SrType::LargeInt => {
+            let need = match want {
+                SrType::SmallInt => 2,
+                SrType::Int => 4,
+                SrType::BigInt => 8,
+                _ => 16,
+            };
+            int_width(dt).is_some_and(|w| w >= need) || stringy
+        }
+        SrType::Float => matches!(dt, "float" | "double"),
+        SrType::Double => dt == "double",
+        SrType::Decimal(p, s) => {
+            if dt.starts_with("decimal") {
+                // column_type: decimal(p,s)
+                let inner = t
+                    .column_type
+                    .split_once('(')
+                    .and_then(|(_, r)| r.strip_suffix(')'))
+                    .map(|r| {
+                        r.split(',')
+                            .map(|x| x.trim().parse::<u8>().ok())
+                            .collect::<Vec<_>>()
+                    });
+                match inner.as_deref() {
+                    Some([Some(tp), Some(ts)]) => *ts == *s && tp - ts >= p - s,
+                    _ => true,
+                }
+            } else {
+                stringy
+            }
+        }
+        SrType::Varchar(n) => {
+            stringy
+                && (dt != "varchar"
+                    || varchar_len(&t.column_type).is_none_or(|l| l >= u64::from(*n)))
+        }
+        SrType::Date => matches!(dt, "date" | "datetime"),
+        SrType::DateTime => dt == "datetime",
+        SrType::Json => dt == "json",
+    };
+    (!ok).then(|| {
+        if stringy && matches!(want, SrType::Varchar(_)) {
+            "too short: values may be rejected".to_string()
+        } else {
+            "types differ".to_string()
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_keep_schemas_apart() {
+        let tpl = "{schema_prefix}{table}";
+        assert_eq!(target_table_name(tpl, "public", "t"), "t");
+        assert_eq!(target_table_name(tpl, "other", "t"), "other__t");
+        assert_eq!(
+            target_table_name("{schema}_{table}", "public", "t"),
+            "public_t"
+        );
+        let t = |s: &str| TableName::parse(s).unwrap();
+        let m = target_names(tpl, &[t("a"), t("other.a"), t("b")]).unwrap();
+        assert_eq!(m[&t("other.a")], "other__a");
+        let e = target_names("{table}", &[t("a"), t("other.a")]).unwrap_err();
+        assert!(
+            e.to_string().contains("public.a") && e.to_string().contains("other.a"),
+            "{e}"
+        );
+        let e = target_names(tpl, &[t("x__a"), t("x.a")]).unwrap_err();
+        assert!(matches!(e, TableError::NameCollision { .. }));
+    }
+
+    #[test]
+    fn primary_key_is_read_from_ddl() {
+        assert_eq!(
+            primary_key_of_ddl(
+                "CREATE TABLE `t` (`a` int) PRIMARY KEY(`a`, `b`) DISTRIBUTED BY HASH(`a`)"
+            ),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(
+            primary_key_of_ddl("CREATE TABLE t (a int) DUPLICATE KEY(a)"),
+            None
+        );
+    }
+
+    #[test]
+    fn compatibility_rules() {
+        let col = |dt: &str, ct: &str| TargetColumn {
+            name: "c".into(),
+            data_type: dt.into(),
+            column_type: ct.into(),
+            is_key: false,
+            nullable: true,
+        };
+        assert!(incompatible(&SrType::Int, &col("bigint", "bigint")).is_none());
+        assert!(incompatible(&SrType::BigInt, &col("int", "int")).is_some());
+        assert!(incompatible(&SrType::Decimal(12, 2), &col("decimal", "decimal(18,2)")).is_none());
+        assert!(incompatible(&SrType::Decimal(12, 2), &col("decimal", "decimal(12,4)")).is_some());
+        assert!(incompatible(&SrType::Varchar(400), &col("varchar", "varchar(100)")).is_some());
+        assert!(incompatible(&SrType::Varchar(400), &col("varchar", "varchar(65533)")).is_none());
+        assert!(incompatible(&SrType::Json, &col("varchar", "varchar(10)")).is_some());
+        assert!(incompatible(&SrType::DateTime, &col("datetime", "datetime")).is_none());
+    }
+
+    #[test]
+    fn sql_quoting() {
+        assert_eq!(quote("a`b"), "`a``b`");
+        assert_eq!(sql_string("it's"), "'it''s'");
+    }
+}
