@@ -5,6 +5,7 @@
 pub mod check;
 pub mod slot;
 pub mod spool;
+pub mod status;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -72,6 +73,28 @@ pub enum Command {
         #[command(subcommand)]
         command: SlotCommand,
     },
+    /// Status of a running daemon over gRPC (a table, --json, or a live --watch view).
+    Status(status::StatusArgs),
+    /// Live view of a running daemon (same as `status --watch`).
+    Top(status::StatusArgs),
+    /// Pause reading of a running daemon (keepalives are still answered).
+    Pause(ControlArgs),
+    /// Resume reading after `pause`.
+    Resume(ControlArgs),
+    /// Stop reading, load everything spooled, confirm it, then exit.
+    Drain(ControlArgs),
+    /// Stop a running daemon (the spool keeps the backlog).
+    Stop(ControlArgs),
+}
+
+/// Options of the control commands (pause, resume, drain, stop).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControlArgs {
+    #[command(flatten)]
+    pub client: status::ClientArgs,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,6 +162,28 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode, CliError> {
             let cfg = load_config(&cli)?;
             crate::logging::init(cfg.log.format, &cfg.log.filter);
             runtime()?.block_on(slot::drop_slot(&cfg, confirm, out))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status(args) | Command::Top(args) => {
+            crate::logging::init(LogFormat::Text, "warn");
+            let mut args = args.clone();
+            if matches!(cli.command, Command::Top(_)) {
+                args.watch = true;
+            }
+            let clear =
+                args.watch && !args.json && std::io::IsTerminal::is_terminal(&std::io::stdout());
+            status::status(&args, clear, out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pause(a) | Command::Resume(a) | Command::Drain(a) | Command::Stop(a) => {
+            crate::logging::init(LogFormat::Text, "warn");
+            let cmd = match &cli.command {
+                Command::Pause(_) => status::ControlCommand::Pause,
+                Command::Resume(_) => status::ControlCommand::Resume,
+                Command::Drain(_) => status::ControlCommand::Drain,
+                _ => status::ControlCommand::Stop,
+            };
+            status::control(cmd, &a.client, a.json, out)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run => {

@@ -1,0 +1,514 @@
+//! The gRPC services (`dbmazz.v1.Health`, `Status`, `Control`) implemented over a
+//! [`DaemonHandle`], and [`status_snapshot`], the one place that turns the handle's views
+//! into the status figures (the HTTP metrics use the same snapshot).
+//!
+//! Status calls only read watch channels and the spool's counters. Control calls check
+//! the bearer token (when one is configured), hand a [`ControlRequest`] to the daemon and
+//! return at once (after at most [`CONTROL_SETTLE`]) with the daemon's state.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use secrecy::SecretString;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status as RpcStatus};
+use tracing::{info, warn};
+
+use super::proto;
+use super::state::{ControlRequest, DaemonHandle, DaemonState};
+use crate::core::Lsn;
+
+/// How long a control call waits for the daemon to reach the requested state before it
+/// returns the state it sees.
+pub const CONTROL_SETTLE: Duration = Duration::from_millis(500);
+
+/// Smallest period of the Watch stream.
+pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Default period of the Watch stream.
+pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_millis(1000);
+
+fn lsn(l: Lsn) -> Option<proto::Lsn> {
+    Some(proto::Lsn {
+        value: l.0,
+        text: l.to_string(),
+    })
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// True when the daemon counts as serving: alive and not failed or stopping.
+pub fn is_serving(state: DaemonState) -> bool {
+    matches!(
+        state,
+        DaemonState::Starting | DaemonState::Running | DaemonState::Paused | DaemonState::Draining
+    )
+}
+
+/// Reads every view of the handle into one status message.
+pub fn status_snapshot(handle: &DaemonHandle) -> proto::StatusResponse {
+    let inner = &handle.inner;
+    let state = handle.state();
+    let state_error = inner.state_error.borrow().clone();
+    let reader = inner.reader.borrow().clone();
+    let loader = inner.loader.borrow().clone();
+    let slot = inner.slot.borrow().clone();
+    let spool = handle.spool_stats();
+
+    let confirmed = spool.loaded.confirmed_lsn.max(loader.confirmed_lsn);
+    let lag_bytes = match (slot.lag_bytes, slot.error.is_none() && slot.exists) {
+        (Some(b), true) => b,
+        _ => reader.received_lsn.0.saturating_sub(confirmed.0),
+    };
+    let age = spool.oldest_pending_age_secs.unwrap_or(0.0);
+    let reading_paused = spool.full && reader.held_back;
+
+    let mut tables: Vec<proto::TableStatus> = loader
+        .tables
+        .values()
+        .map(|t| {
+            let last = t.last_load.clone().unwrap_or_default();
+            proto::TableStatus {
+                target_table: t.target_table.clone(),
+                source_table: t.source_table.clone(),
+                rows_upserted: t.rows_upserted,
+                rows_deleted: t.rows_deleted,
+                truncates: t.truncates,
+                loads: t.loads,
+                pending_records: spool
+                    .per_table
+                    .iter()
+                    .filter(|c| c.name == t.source_table)
+                    .map(|c| c.records)
+                    .sum(),
+                last_load_label: last.label,
+                last_load_unix_ms: last.at_unix_ms,
+                last_load_outcome: last.outcome,
+                last_load_rows: last.rows,
+            }
+        })
+        .collect();
+    // Tables with pending changes the loader has not reported on yet.
+    for c in &spool.per_table {
+        if c.records > 0 && !loader.tables.values().any(|t| t.source_table == c.name) {
+            tables.push(proto::TableStatus {
+                source_table: c.name.clone(),
+                pending_records: c.records,
+                ..Default::default()
+            });
+        }
+    }
+
+    let last_error = state_error
+        .clone()
+        .or_else(|| loader.last_error.clone())
+        .or_else(|| reader.last_error.clone())
+        .or_else(|| slot.error.clone())
+        .unwrap_or_default();
+    let now = SystemTime::now();
+
+    proto::StatusResponse {
+        version: inner.version.to_string(),
+        state: state.as_str().to_string(),
+        stage: loader.stage.clone(),
+        started_at_unix_ms: unix_ms(inner.started_at),
+        uptime_seconds: now
+            .duration_since(inner.started_at)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0),
+        slot_name: inner.slot_name.clone(),
+        received_lsn: lsn(reader.received_lsn),
+        durable_lsn: lsn(spool.durable.end_lsn),
+        confirmed_lsn: lsn(confirmed),
+        slot_confirmed_flush_lsn: slot.confirmed_flush_lsn.and_then(lsn),
+        slot_restart_lsn: slot.restart_lsn.and_then(lsn),
+        lag_bytes,
+        lag_seconds: age,
+        spool_records: spool.pending_records,
+        spool_txns: spool.pending_txns,
+        spool_bytes: spool.pending_bytes,
+        oldest_pending_age_seconds: age,
+        spool_capacity_bytes: spool.max_bytes,
+        reading_paused,
+        tables,
+        last_error,
+        reader: Some(proto::ReaderStatus {
+            connected: reader.connected,
+            protocol_version: reader.protocol_version,
+            received_lsn: lsn(reader.received_lsn),
+            last_commit_end_lsn: lsn(reader.last_commit_end),
+            reported_flush_lsn: lsn(reader.reported_flush_lsn),
+            held_back: reader.held_back,
+            reconnects: reader.reconnects,
+            keepalive_replies: reader.keepalive_replies,
+            status_updates: reader.status_updates,
+            last_error: reader.last_error.clone().unwrap_or_default(),
+        }),
+        slot: Some(proto::SlotStatus {
+            name: if slot.slot_name.is_empty() {
+                inner.slot_name.clone()
+            } else {
+                slot.slot_name.clone()
+            },
+            exists: slot.exists,
+            active: slot.active,
+            confirmed_flush_lsn: slot.confirmed_flush_lsn.and_then(lsn),
+            restart_lsn: slot.restart_lsn.and_then(lsn),
+            wal_status: slot.wal_status.clone().unwrap_or_default(),
+            safe_wal_size: slot.safe_wal_size,
+            lag_bytes: slot.lag_bytes,
+            server_lsn: slot.server_lsn.and_then(lsn),
+            checked_at_unix_ms: slot.checked_at_unix_ms,
+            error: slot.error.clone().unwrap_or_default(),
+        }),
+        spool: Some(proto::SpoolStatus {
+            spool_id: spool.spool_id.clone(),
+            dir: spool.dir.clone(),
+            durable_seq: spool.durable.seq,
+            durable_lsn: lsn(spool.durable.end_lsn),
+            loaded_seq: spool.loaded.seq,
+            confirmed_lsn: lsn(spool.loaded.confirmed_lsn),
+            pending_records: spool.pending_records,
+            pending_txns: spool.pending_txns,
+            pending_bytes: spool.pending_bytes,
+            unflushed_bytes: spool.unflushed_bytes,
+            stream_txns: spool.stream_txns as u64,
+            stream_bytes: spool.stream_bytes,
+            oldest_pending_age_seconds: spool.oldest_pending_age_secs,
+            oldest_pending_commit_lsn: spool.oldest_pending.and_then(|p| lsn(p.commit_lsn)),
+            segments: spool.segments as u64,
+            disk_bytes: spool.disk_bytes,
+            capacity_bytes: spool.max_bytes,
+            full: spool.full,
+            reading_paused,
+        }),
+        loader_retries: loader.retries,
+        loader_error: loader.last_error.clone().unwrap_or_default(),
+    }
+}
+
+/// The health answer for a handle.
+pub fn health(handle: &DaemonHandle) -> proto::HealthResponse {
+    let state = handle.state();
+    let loader_stage = handle.inner.loader.borrow().stage.clone();
+    let reader = handle.inner.reader.borrow();
+    let error = handle
+        .inner
+        .state_error
+        .borrow()
+        .clone()
+        .or_else(|| handle.inner.loader.borrow().last_error.clone())
+        .or_else(|| reader.last_error.clone())
+        .unwrap_or_default();
+    proto::HealthResponse {
+        serving: is_serving(state),
+        state: state.as_str().to_string(),
+        stage: loader_stage,
+        error,
+        reader_connected: reader.connected,
+    }
+}
+
+/// `dbmazz.v1.Health`.
+#[derive(Clone)]
+pub struct HealthService {
+    handle: DaemonHandle,
+}
+
+impl HealthService {
+    pub fn new(handle: DaemonHandle) -> Self {
+        Self { handle }
+    }
+}
+
+#[tonic::async_trait]
+impl proto::health_server::Health for HealthService {
+    async fn check(
+        &self,
+        _req: Request<proto::HealthRequest>,
+    ) -> Result<Response<proto::HealthResponse>, RpcStatus> {
+        Ok(Response::new(health(&self.handle)))
+    }
+}
+
+/// `dbmazz.v1.Status`.
+#[derive(Clone)]
+pub struct StatusService {
+    handle: DaemonHandle,
+    shutdown: Option<watch::Receiver<bool>>,
+}
+
+impl StatusService {
+    pub fn new(handle: DaemonHandle) -> Self {
+        Self {
+            handle,
+            shutdown: None,
+        }
+    }
+
+    /// Ends Watch streams when `shutdown` turns true (so a graceful stop does not wait
+    /// for clients that watch forever).
+    pub fn with_shutdown(mut self, shutdown: watch::Receiver<bool>) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+}
+
+/// Resolves once the flag is true or its sender is gone; never with `None`.
+pub(crate) async fn wait_true(rx: &mut Option<watch::Receiver<bool>>) {
+    match rx {
+        Some(r) => {
+            let _ = r.wait_for(|v| *v).await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+type StatusStream = Pin<Box<dyn Stream<Item = Result<proto::StatusResponse, RpcStatus>> + Send>>;
+
+/// Waits for a change of a watch receiver; pends forever once its sender is gone, so a
+/// dropped view never turns the select loop into a busy loop.
+async fn changed<T>(rx: &mut Option<watch::Receiver<T>>) {
+    match rx {
+        Some(r) => {
+            if r.changed().await.is_err() {
+                *rx = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+#[tonic::async_trait]
+impl proto::status_server::Status for StatusService {
+    async fn get(
+        &self,
+        _req: Request<proto::StatusRequest>,
+    ) -> Result<Response<proto::StatusResponse>, RpcStatus> {
+        let handle = self.handle.clone();
+        // The spool's disk figure may walk the directory: keep it off the reactor.
+        let snap = tokio::task::spawn_blocking(move || status_snapshot(&handle))
+            .await
+            .map_err(|e| RpcStatus::internal(format!("status task: {e}")))?;
+        Ok(Response::new(snap))
+    }
+
+    type WatchStream = StatusStream;
+
+    async fn watch(
+        &self,
+        req: Request<proto::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, RpcStatus> {
+        let interval = match req.get_ref().interval_ms {
+            0 => DEFAULT_WATCH_INTERVAL,
+            ms => Duration::from_millis(u64::from(ms)).max(MIN_WATCH_INTERVAL),
+        };
+        let handle = self.handle.clone();
+        let mut shutdown = self.shutdown.clone();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut state = Some(handle.inner.state.clone());
+            let mut loader = Some(handle.inner.loader.clone());
+            let mut slot = Some(handle.inner.slot.clone());
+            let mut err = Some(handle.inner.state_error.clone());
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let h = handle.clone();
+                let snap = match tokio::task::spawn_blocking(move || status_snapshot(&h)).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(RpcStatus::internal(format!("status task: {e}"))))
+                            .await;
+                        return;
+                    }
+                };
+                if tx.send(Ok(snap)).await.is_err() {
+                    return; // client went away
+                }
+                let sent_at = tokio::time::Instant::now();
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = changed(&mut state) => {}
+                    _ = changed(&mut loader) => {}
+                    _ = changed(&mut slot) => {}
+                    _ = changed(&mut err) => {}
+                    _ = tx.closed() => return,
+                    _ = wait_true(&mut shutdown) => return,
+                }
+                // Rate limit: at most one update per MIN_WATCH_INTERVAL.
+                tokio::time::sleep_until(sent_at + MIN_WATCH_INTERVAL).await;
+                if state.is_none() && loader.is_none() {
+                    // The daemon dropped its views: it is gone. One last update, then end.
+                    let h = handle.clone();
+                    if let Ok(s) = tokio::task::spawn_blocking(move || status_snapshot(&h)).await {
+                        let _ = tx.send(Ok(s)).await;
+                    }
+                    return;
+                }
+            }
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// `dbmazz.v1.Control`.
+#[derive(Clone)]
+pub struct ControlService {
+    handle: DaemonHandle,
+    token: Option<Arc<SecretString>>,
+}
+
+impl ControlService {
+    pub fn new(handle: DaemonHandle, token: Option<SecretString>) -> Self {
+        Self {
+            handle,
+            token: token.map(Arc::new),
+        }
+    }
+
+    /// Checks `authorization: Bearer <token>` in constant time; never logs the token.
+    fn authorize<T>(&self, req: &Request<T>) -> Result<(), RpcStatus> {
+        let Some(expected) = &self.token else {
+            return Ok(());
+        };
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            });
+        match given {
+            Some(t) if crate::config::secret_eq(expected, t.trim()) => Ok(()),
+            Some(_) => {
+                warn!("control call refused: wrong bearer token");
+                Err(RpcStatus::unauthenticated("wrong control token"))
+            }
+            None => {
+                warn!("control call refused: no bearer token");
+                Err(RpcStatus::unauthenticated(
+                    "control calls need `authorization: Bearer <CONTROL_TOKEN>`",
+                ))
+            }
+        }
+    }
+
+    async fn control<T>(
+        &self,
+        req: Request<T>,
+        what: ControlRequest,
+    ) -> Result<Response<proto::ControlResponse>, RpcStatus> {
+        self.authorize(&req)?;
+        let current = self.handle.state();
+        let target = match what {
+            ControlRequest::Pause => DaemonState::Paused,
+            ControlRequest::Resume => DaemonState::Running,
+            ControlRequest::DrainAndStop => DaemonState::Draining,
+            ControlRequest::Stop => DaemonState::Stopping,
+        };
+        let refuse = matches!(
+            (what, current),
+            (
+                ControlRequest::Pause | ControlRequest::Resume,
+                DaemonState::Draining | DaemonState::Stopping | DaemonState::Failed
+            ) | (
+                ControlRequest::DrainAndStop,
+                DaemonState::Stopping | DaemonState::Failed
+            )
+        );
+        if refuse {
+            return Err(RpcStatus::failed_precondition(format!(
+                "cannot {} while the daemon is {}",
+                verb(what),
+                current.as_str()
+            )));
+        }
+        if current == target {
+            return Ok(Response::new(proto::ControlResponse {
+                accepted: true,
+                state: current.as_str().to_string(),
+                target_state: target.as_str().to_string(),
+                message: format!("already {}", current.as_str()),
+            }));
+        }
+        match tokio::time::timeout(Duration::from_secs(2), self.handle.inner.control.send(what))
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                return Err(RpcStatus::unavailable(
+                    "the daemon no longer accepts control requests",
+                ))
+            }
+            Err(_) => {
+                return Err(RpcStatus::unavailable(
+                    "the daemon's control queue is full; try again",
+                ))
+            }
+        }
+        info!(request = verb(what), "control request accepted");
+        let mut rx = self.handle.inner.state.clone();
+        let reached = tokio::time::timeout(CONTROL_SETTLE, rx.wait_for(|s| *s == target)).await;
+        let state = match reached {
+            Ok(Ok(s)) => *s,
+            _ => self.handle.state(),
+        };
+        Ok(Response::new(proto::ControlResponse {
+            accepted: true,
+            state: state.as_str().to_string(),
+            target_state: target.as_str().to_string(),
+            message: format!("{} requested", verb(what)),
+        }))
+    }
+}
+
+fn verb(r: ControlRequest) -> &'static str {
+    match r {
+        ControlRequest::Pause => "pause",
+        ControlRequest::Resume => "resume",
+        ControlRequest::DrainAndStop => "drain",
+        ControlRequest::Stop => "stop",
+    }
+}
+
+#[tonic::async_trait]
+impl proto::control_server::Control for ControlService {
+    async fn pause(
+        &self,
+        req: Request<proto::ControlRequest>,
+    ) -> Result<Response<proto::ControlResponse>, RpcStatus> {
+        self.control(req, ControlRequest::Pause).await
+    }
+
+    async fn resume(
+        &self,
+        req: Request<proto::ControlRequest>,
+    ) -> Result<Response<proto::ControlResponse>, RpcStatus> {
+        self.control(req, ControlRequest::Resume).await
+    }
+
+    async fn drain_and_stop(
+        &self,
+        req: Request<proto::ControlRequest>,
+    ) -> Result<Response<proto::ControlResponse>, RpcStatus> {
+        self.control(req, ControlRequest::DrainAndStop).await
+    }
+
+    async fn stop(
+        &self,
+        req: Request<proto::ControlRequest>,
+    ) -> Result<Response<proto::ControlResponse>, RpcStatus> {
+        self.control(req, ControlRequest::Stop).await
+    }
+}
