@@ -318,7 +318,9 @@ impl proto::status_server::Status for StatusService {
             let mut loader = Some(handle.inner.loader.clone());
             let mut slot = Some(handle.inner.slot.clone());
             let mut err = Some(handle.inner.state_error.clone());
-            let mut tick = tokio::time::interval(interval);
+            // The first snapshot goes out at once; the clock starts after it.
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let h = handle.clone();
