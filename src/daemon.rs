@@ -1,11 +1,14 @@
 //! `dbmazz run`: wires the parts of the contract together and runs them until a signal.
 //!
-//! setup (publication, slot) → spool (open, resume point) → spool writer ← reader, and
-//! the acknowledgement path that drives the confirmed LSN the reader reports
-//! (invariant 1). SIGTERM/SIGINT stop reading, flush the spool and exit 0; the slot
-//! always stays (invariant 7).
+//! setup (publication, slot) → spool (open, resume point) → spool writer ← reader;
+//! loader ← spool → sink; the confirmed LSN flows loader → reader (invariant 1, or the
+//! spool's durable mark with `ACK_POLICY=spooled`). Control requests (pause, resume,
+//! drain, stop) and SIGTERM/SIGINT end cleanly: reading stops, the spool is flushed, the
+//! in-flight load finishes or is abandoned safely, exit 0. The slot always stays
+//! (invariant 7).
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
@@ -16,13 +19,30 @@ use crate::connectors::sources::postgres::reader::{Reader, ReaderControl, Reader
 use crate::connectors::sources::postgres::replication::ReplicationConnection;
 use crate::connectors::sources::postgres::{client, setup};
 use crate::core::Lsn;
+use crate::grpc::state::{ControlRequest, DaemonHandle, DaemonState, HandleInner};
+use crate::pipeline::loader::{LoadSink, Loader, LoaderControl, LoaderOptions};
 use crate::spool::{writer, GroupCommit, Spool, SpoolOptions};
 
 /// Capacity of the reader → spool-writer channel, in batches.
 const READER_CHANNEL_BATCHES: usize = 8;
 
-/// Runs the replication job until SIGTERM/SIGINT or a permanent error.
+/// Runs the replication job until SIGTERM/SIGINT, Stop, DrainAndStop or a permanent
+/// error.
 pub async fn run(cfg: Config) -> Result<(), CliError> {
+    let sink_cfg = cfg.sink.clone().ok_or_else(|| {
+        CliError::Usage(
+            "SINK_URL is not set: dbmazz run needs a StarRocks FE URL (see dbmazz run --help)"
+                .into(),
+        )
+    })?;
+    let sink = crate::pipeline::starrocks::StarRocksLoadSink::connect(&cfg, &sink_cfg)
+        .await
+        .map_err(|e| CliError::Other(format!("StarRocks: {e}")))?;
+    run_with_sink(cfg, Arc::new(sink)).await
+}
+
+/// Runs the job with any sink (tests use in-memory ones).
+pub async fn run_with_sink<S: LoadSink>(cfg: Config, sink: Arc<S>) -> Result<(), CliError> {
     if cfg.source.do_snapshot {
         return Err(CliError::Usage(
             "DO_SNAPSHOT=true: the initial snapshot is not implemented yet; load existing rows separately and start with DO_SNAPSHOT=false".into(),
@@ -58,7 +78,7 @@ pub async fn run(cfg: Config) -> Result<(), CliError> {
 
     // Reader → spool writer.
     let (tx, rx) = mpsc::channel(READER_CHANNEL_BATCHES);
-    let (writer_task, mut durable_rx) = writer::spawn(spool.clone(), rx, GroupCommit::default());
+    let (writer_task, durable_rx) = writer::spawn(spool.clone(), rx, GroupCommit::default());
     let mut ropts = ReaderOptions::new(
         cfg.source.conn.clone(),
         &cfg.source.slot_name,
@@ -66,77 +86,203 @@ pub async fn run(cfg: Config) -> Result<(), CliError> {
     );
     ropts.streaming = cfg.source.streaming;
     ropts.status_interval = cfg.source.status_interval;
-    let (reader, _reader_status) = Reader::new(ropts, tx);
+    let (reader, reader_status) = Reader::new(ropts, tx);
     let (confirmed_tx, confirmed_rx) = watch::channel(loaded.confirmed_lsn);
-    let (_paused_tx, paused_rx) = watch::channel(false);
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (paused_tx, paused_rx) = watch::channel(false);
+    let (reader_stop_tx, reader_stop_rx) = watch::channel(false);
     let mut reader_task = tokio::spawn(reader.run(
         start,
         ReaderControl {
             confirmed: confirmed_rx,
-            paused: paused_rx,
-            shutdown: shutdown_rx,
+            paused: paused_rx.clone(),
+            shutdown: reader_stop_rx,
         },
     ));
 
-    // Acknowledgement: with `spooled`, the durable mark is confirmed; with `loaded`, the
-    // loader advances the confirmed LSN after each successful load.
-    let ack_task = match cfg.pipeline.ack_policy {
-        AckPolicy::Spooled => {
-            let confirmed_tx = confirmed_tx.clone();
-            Some(tokio::spawn(async move {
-                while durable_rx.changed().await.is_ok() {
-                    let end = durable_rx.borrow().end_lsn;
-                    confirmed_tx.send_if_modified(|c| {
-                        let advance = end > *c;
-                        if advance {
-                            *c = end;
-                        }
-                        advance
-                    });
-                }
-            }))
-        }
-        AckPolicy::Loaded => None,
-    };
+    // Loader: spool → sink; drives the confirmed LSN with ack_policy = loaded.
+    let (loader, loader_status) = Loader::new(
+        spool.clone(),
+        sink,
+        LoaderOptions {
+            flush_rows: cfg.pipeline.flush_size,
+            flush_bytes: usize::try_from(cfg.pipeline.flush_bytes).unwrap_or(usize::MAX),
+            flush_interval: cfg.pipeline.flush_interval,
+            ack_policy: cfg.pipeline.ack_policy,
+            read_chunk: 4096,
+        },
+        confirmed_tx.clone(),
+    );
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let (loader_stop_tx, loader_stop_rx) = watch::channel(false);
+    let mut loader_task = tokio::spawn(loader.run(LoaderControl {
+        durable: durable_rx.clone(),
+        paused: paused_rx,
+        drain: drain_rx,
+        shutdown: loader_stop_rx,
+    }));
 
-    let outcome = tokio::select! {
-        r = &mut reader_task => {
-            match r {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => {
-                    error!(error = %e, "the reader stopped on a permanent error; the slot and the spool are kept");
-                    Err(CliError::Source(e))
-                }
-                Err(e) => Err(CliError::Other(format!("reader task: {e}"))),
+    // With `spooled`, the durable mark is what PostgreSQL may forget.
+    let ack_task = (cfg.pipeline.ack_policy == AckPolicy::Spooled).then(|| {
+        let mut durable_rx = durable_rx.clone();
+        let confirmed_tx = confirmed_tx.clone();
+        tokio::spawn(async move {
+            while durable_rx.changed().await.is_ok() {
+                let end = durable_rx.borrow().end_lsn;
+                confirmed_tx.send_if_modified(|c| {
+                    let advance = end > *c;
+                    if advance {
+                        *c = end;
+                    }
+                    advance
+                });
             }
-        }
-        sig = shutdown_signal() => {
-            info!(signal = sig, "shutting down: stopping the reader and flushing the spool");
-            let _ = shutdown_tx.send(true);
-            match tokio::time::timeout(Duration::from_secs(30), &mut reader_task).await {
-                Ok(Ok(Ok(()))) => Ok(()),
-                Ok(Ok(Err(e))) => Err(CliError::Source(e)),
-                Ok(Err(e)) => Err(CliError::Other(format!("reader task: {e}"))),
-                Err(_) => {
-                    warn!("the reader did not stop within 30 s; abandoning it (the spool stays consistent)");
-                    reader_task.abort();
-                    Ok(())
-                }
-            }
-        }
+        })
+    });
+
+    // Control plane view.
+    let (state_tx, state_rx) = watch::channel(DaemonState::Running);
+    let (error_tx, error_rx) = watch::channel(None::<String>);
+    let (control_tx, mut control_rx) = mpsc::channel::<ControlRequest>(16);
+    let (plane_stop_tx, plane_stop_rx) = watch::channel(false);
+    let (slot_rx, slot_task) = crate::grpc::slot::spawn(
+        cfg.source.conn.clone(),
+        &cfg.source.slot_name,
+        crate::grpc::slot::SlotPollerOptions::default(),
+        plane_stop_rx.clone(),
+    );
+    let handle = DaemonHandle {
+        inner: Arc::new(HandleInner {
+            started_at: SystemTime::now(),
+            version: env!("CARGO_PKG_VERSION"),
+            slot_name: cfg.source.slot_name.clone(),
+            state: state_rx,
+            state_error: error_rx,
+            reader: reader_status,
+            loader: loader_status,
+            slot: slot_rx,
+            spool: spool.clone(),
+            control: control_tx,
+        }),
     };
-    // The reader's sender is gone now: the writer flushes what it has and ends.
+    let serving = crate::grpc::serve(
+        handle.clone(),
+        cfg.control.grpc_listen,
+        cfg.control.http_listen,
+        cfg.control.token.clone(),
+        plane_stop_rx,
+    )
+    .await
+    .map_err(|e| CliError::Other(format!("control plane: {e}")))?;
+    info!(grpc = %serving.grpc_addr, http = %serving.http_addr, "control plane listening");
+
+    // Supervise.
+    let mut result: Result<(), CliError> = Ok(());
+    let mut loader_done = false;
+    let mut reader_done = false;
+    let mut signals = Box::pin(shutdown_signal());
+    loop {
+        tokio::select! {
+            sig = &mut signals => {
+                info!(signal = sig, "shutting down: stopping the reader, flushing the spool, finishing the load in flight");
+                break;
+            }
+            req = control_rx.recv() => match req {
+                Some(ControlRequest::Pause) => {
+                    let _ = paused_tx.send(true);
+                    let _ = state_tx.send(DaemonState::Paused);
+                    info!("paused: reading and loading stop; keepalives are still answered");
+                }
+                Some(ControlRequest::Resume) => {
+                    let _ = paused_tx.send(false);
+                    let _ = state_tx.send(DaemonState::Running);
+                    info!("resumed");
+                }
+                Some(ControlRequest::DrainAndStop) => {
+                    info!("draining: reading stops, the spool is loaded, then the daemon exits");
+                    let _ = state_tx.send(DaemonState::Draining);
+                    let _ = reader_stop_tx.send(true);
+                    let _ = drain_tx.send(true);
+                }
+                Some(ControlRequest::Stop) | None => {
+                    info!("stop requested");
+                    break;
+                }
+            },
+            r = &mut reader_task, if !reader_done => {
+                reader_done = true;
+                match r {
+                    Ok(Ok(())) => {
+                        if *state_tx.borrow() != DaemonState::Draining { break; }
+                    }
+                    Ok(Err(e)) => {
+                        error!(error = %e, "the reader stopped on a permanent error; the slot and the spool are kept");
+                        let _ = error_tx.send(Some(e.to_string()));
+                        result = Err(CliError::Source(e));
+                        break;
+                    }
+                    Err(e) => { result = Err(CliError::Other(format!("reader task: {e}"))); break; }
+                }
+            }
+            r = &mut loader_task, if !loader_done => {
+                loader_done = true;
+                match r {
+                    Ok(Ok(())) => {
+                        info!("the spool is drained");
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        error!(error = %e, "the loader stopped on a permanent error; the slot and the spool are kept, nothing past the last load is confirmed");
+                        let _ = error_tx.send(Some(e.to_string()));
+                        let _ = state_tx.send(DaemonState::Failed);
+                        result = Err(CliError::Other(format!("loader: {e}")));
+                        break;
+                    }
+                    Err(e) => { result = Err(CliError::Other(format!("loader task: {e}"))); break; }
+                }
+            }
+        }
+    }
+
+    // Orderly stop: reader first (it flushes its last status), then the writer flushes,
+    // then the loader finishes its window or is abandoned (its labels make a replay safe).
+    if *state_tx.borrow() != DaemonState::Failed {
+        let _ = state_tx.send(DaemonState::Stopping);
+    }
+    let _ = reader_stop_tx.send(true);
+    if !reader_done {
+        match tokio::time::timeout(Duration::from_secs(30), &mut reader_task).await {
+            Ok(Ok(Err(e))) => warn!(error = %e, "reader ended with an error while stopping"),
+            Err(_) => {
+                warn!("the reader did not stop within 30 s; abandoning it");
+                reader_task.abort();
+            }
+            _ => {}
+        }
+    }
     match writer_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => error!(error = %e, "spool writer failed"),
         Err(e) => error!(error = %e, "spool writer task"),
     }
+    let _ = loader_stop_tx.send(true);
+    if !loader_done {
+        match tokio::time::timeout(Duration::from_secs(30), &mut loader_task).await {
+            Ok(Ok(Err(e))) => warn!(error = %e, "loader ended with an error while stopping"),
+            Err(_) => {
+                warn!("the load in flight did not finish within 30 s; abandoning it (it is replayed with the same label)");
+                loader_task.abort();
+            }
+            _ => {}
+        }
+    }
     if let Some(t) = ack_task {
         t.abort();
     }
-    info!(durable = %spool.durable_mark().end_lsn, "stopped; the replication slot is kept");
-    outcome
+    let _ = plane_stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(6), serving.wait()).await;
+    slot_task.abort();
+    info!(durable = %spool.durable_mark().end_lsn, loaded = %spool.loaded_mark().confirmed_lsn, "stopped; the replication slot is kept");
+    result
 }
 
 /// Resolves on SIGTERM or SIGINT, naming it.

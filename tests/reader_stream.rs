@@ -373,7 +373,7 @@ async fn streams_large_transactions_and_messages_under_protocol_2() {
             _ => None,
         })
         .collect();
-    assert_eq!(firsts[0], true);
+    assert!(firsts[0]);
     assert!(firsts[1..].iter().all(|f| !f));
     // Logical messages: the transactional one carries its xid, the other does not.
     let msgs: Vec<_> = evs

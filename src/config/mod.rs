@@ -696,7 +696,7 @@ fn sink_config(raw: &RawValues) -> Result<Option<SinkConfig>, ConfigError> {
 
 fn control_config(raw: &RawValues) -> Result<ControlConfig, ConfigError> {
     let addr = |s: &str| s.parse::<SocketAddr>().ok();
-    let explicit_listen = raw.values.get("GRPC_LISTEN").is_some();
+    let explicit_listen = raw.values.contains_key("GRPC_LISTEN");
     let port: Option<u16> = raw.parse("GRPC_PORT", "a port number 1-65535", parse_positive)?;
     let grpc_listen = match (explicit_listen, port) {
         (false, Some(p)) => SocketAddr::from(([127, 0, 0, 1], p)),

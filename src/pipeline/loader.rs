@@ -110,7 +110,7 @@ pub struct Loader<S: LoadSink> {
     opts: LoaderOptions,
     status: watch::Sender<LoaderStatus>,
     confirmed: watch::Sender<Lsn>,
-    epoch: String,
+    epoch: u32,
     relations: HashMap<(RelationId, u32), Arc<Relation>>,
     prepared: HashMap<(RelationId, u32), ()>,
 }
@@ -140,7 +140,8 @@ impl<S: LoadSink> Loader<S> {
             confirmed_lsn: loaded.confirmed_lsn,
             ..LoaderStatus::default()
         });
-        let epoch = format!("{:08x}", rand::random::<u32>());
+        // Non-zero: part 0 is the deterministic label.
+        let epoch = rand::random::<u32>().max(1);
         (
             Loader {
                 spool,
@@ -359,12 +360,11 @@ impl<S: LoadSink> Loader<S> {
         }
         // Tables load in parallel; within a table, steps run in order.
         let spool_id = self.spool.id();
-        let epoch = self.epoch.clone();
+        let epoch = self.epoch;
         let futs = work.into_iter().map(|(rels, steps)| {
             let sink = self.sink.clone();
             let spool_id = spool_id.clone();
-            let epoch = epoch.clone();
-            async move { run_table(&*sink, &spool_id, &epoch, &rels, &steps).await }
+            async move { run_table(&*sink, &spool_id, epoch, &rels, &steps).await }
         });
         let results = futures_util::future::join_all(futs).await;
         let mut first_err = None;
@@ -404,7 +404,7 @@ impl<S: LoadSink> Loader<S> {
 async fn run_table<S: LoadSink>(
     sink: &S,
     spool_id: &str,
-    epoch: &str,
+    epoch: u32,
     rels: &HashMap<u32, Arc<Relation>>,
     steps: &[Step],
 ) -> Result<Vec<(String, TableCounters)>, SinkFailure> {
@@ -425,12 +425,12 @@ async fn run_table<S: LoadSink>(
                     .ok_or_else(|| SinkFailure(format!("no schema for version {rel_version}")))?;
                 let target = sink.target_name(rel);
                 // See the module docs: after a truncate, not reusable across runs on purpose.
-                let label = load_label(
+                let label = crate::connectors::sinks::starrocks::label(
                     spool_id,
                     &target,
                     *first_seq,
                     *last_seq,
-                    after_truncate.then_some(epoch),
+                    if *after_truncate { epoch } else { 0 },
                 );
                 let result = sink
                     .load(LoadBatch {
@@ -477,27 +477,6 @@ async fn run_table<S: LoadSink>(
         }
     }
     Ok(counters.into_iter().collect())
-}
-
-/// `dbmazz_<spool>_<table>_<first>_<last>[_<epoch>]`, within StarRocks's label rules.
-fn load_label(spool_id: &str, table: &str, first: u64, last: u64, epoch: Option<&str>) -> String {
-    let safe: String = table
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(40)
-        .collect();
-    let mut l = format!("dbmazz_{spool_id}_{safe}_{first}_{last}");
-    if let Some(e) = epoch {
-        l.push('_');
-        l.push_str(e);
-    }
-    l
 }
 
 fn now_ms() -> u64 {

@@ -4,8 +4,9 @@
 //! durable records, executes the steps through the StarRocks sink and advances the
 //! loaded mark and the confirmed LSN (invariants 1, 4, 5, 10).
 
-pub mod plan;
 pub mod loader;
+pub mod plan;
+pub mod starrocks;
 
 #[cfg(test)]
 mod tests;

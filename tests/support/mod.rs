@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod e2e;
+
 use dbmazz::connectors::sources::postgres::conninfo::PgConnInfo;
 use pg_scratch::PgCluster;
 use secrecy::SecretString;

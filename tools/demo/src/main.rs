@@ -47,9 +47,9 @@ CREATE TABLE order_items (order_id bigint, line int, sku text NOT NULL, qty int 
 ";
 
 const TARGETS: &[&str] = &[
-    "CREATE TABLE customers (id BIGINT NOT NULL, name VARCHAR(65533), email VARCHAR(65533), created_at DATETIME) PRIMARY KEY(id) DISTRIBUTED BY HASH(id) BUCKETS 1",
-    "CREATE TABLE orders (id BIGINT NOT NULL, customer_id BIGINT, total DECIMAL(12,2), status VARCHAR(65533), meta JSON, placed_at DATETIME) PRIMARY KEY(id) DISTRIBUTED BY HASH(id) BUCKETS 1",
-    "CREATE TABLE order_items (order_id BIGINT NOT NULL, line INT NOT NULL, sku VARCHAR(65533), qty INT, price DECIMAL(10,2)) PRIMARY KEY(order_id, line) DISTRIBUTED BY HASH(order_id) BUCKETS 1",
+    "CREATE TABLE customers (id BIGINT NOT NULL, name VARCHAR(1048576), email VARCHAR(1048576), created_at DATETIME) PRIMARY KEY(id) DISTRIBUTED BY HASH(id) BUCKETS 1",
+    "CREATE TABLE orders (id BIGINT NOT NULL, customer_id BIGINT, total DECIMAL(12,2), status VARCHAR(1048576), meta JSON, placed_at DATETIME) PRIMARY KEY(id) DISTRIBUTED BY HASH(id) BUCKETS 1",
+    "CREATE TABLE order_items (order_id BIGINT NOT NULL, line INT NOT NULL, sku VARCHAR(1048576), qty INT, price DECIMAL(10,2)) PRIMARY KEY(order_id, line) DISTRIBUTED BY HASH(order_id) BUCKETS 1",
 ];
 
 type DemoError = Box<dyn std::error::Error + Send + Sync>;
@@ -66,7 +66,11 @@ async fn main() -> Result<(), DemoError> {
             .ok_or("cannot locate the dbmazz binary; pass --dbmazz")?,
     };
     if !bin.exists() {
-        return Err(format!("{} not found: build it first (cargo build --release)", bin.display()).into());
+        return Err(format!(
+            "{} not found: build it first (cargo build --release)",
+            bin.display()
+        )
+        .into());
     }
 
     writeln!(out, "starting a scratch PostgreSQL (wal_level=logical)…")?;
@@ -99,7 +103,12 @@ async fn main() -> Result<(), DemoError> {
     // Traffic.
     let stop = Arc::new(AtomicBool::new(false));
     let txns = Arc::new(AtomicU64::new(0));
-    let traffic = tokio::spawn(traffic(pg.socket_conn_string("postgres"), args.rate, stop.clone(), txns.clone()));
+    let traffic = tokio::spawn(traffic(
+        pg.socket_conn_string("postgres"),
+        args.rate,
+        stop.clone(),
+        txns.clone(),
+    ));
 
     // Keys: `d` takes StarRocks down, `q` quits.
     let (key_tx, mut key_rx) = tokio::sync::mpsc::channel::<char>(4);
@@ -130,7 +139,10 @@ async fn main() -> Result<(), DemoError> {
                 _ => {}
             },
         }
-        if args.outage_after > 0 && !auto_outage_done && started.elapsed() >= Duration::from_secs(args.outage_after) {
+        if args.outage_after > 0
+            && !auto_outage_done
+            && started.elapsed() >= Duration::from_secs(args.outage_after)
+        {
             auto_outage_done = true;
             fault_ids = take_down(&sr);
             outage_until = Some(Instant::now() + Duration::from_secs(args.outage_seconds));
@@ -142,10 +154,22 @@ async fn main() -> Result<(), DemoError> {
             outage_until = None;
         }
         if !daemon.running() {
-            writeln!(out, "dbmazz exited unexpectedly; see its logs (RUST_LOG) by running it by hand")?;
+            writeln!(
+                out,
+                "dbmazz exited unexpectedly; see its logs (RUST_LOG) by running it by hand"
+            )?;
             break;
         }
-        render(&mut out, &pg, &sr, &bin, &grpc, started, txns.load(Ordering::Relaxed), outage_until)?;
+        render(
+            &mut out,
+            &pg,
+            &sr,
+            &bin,
+            &grpc,
+            started,
+            txns.load(Ordering::Relaxed),
+            outage_until,
+        )?;
         if args.seconds > 0 && started.elapsed() >= Duration::from_secs(args.seconds) {
             break;
         }
@@ -168,9 +192,21 @@ async fn main() -> Result<(), DemoError> {
     for t in TABLES {
         let (s, d) = (source_count(&pg, t), target_count(&sr, t));
         all_ok &= s == d;
-        writeln!(out, "  {t:<12} {s:>8} {d:>8}  {}", if s == d { "equal" } else { "DIFFERENT" })?;
+        writeln!(
+            out,
+            "  {t:<12} {s:>8} {d:>8}  {}",
+            if s == d { "equal" } else { "DIFFERENT" }
+        )?;
     }
-    writeln!(out, "{}", if all_ok { "all tables equal" } else { "tables differ" })?;
+    writeln!(
+        out,
+        "{}",
+        if all_ok {
+            "all tables equal"
+        } else {
+            "tables differ"
+        }
+    )?;
     sr.stop().await;
     drop(pg);
     Ok(())
@@ -214,7 +250,9 @@ fn take_down(sr: &StarRocksDouble) -> Vec<starrocks_double::FaultId> {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn source_count(pg: &PgCluster, t: &str) -> u64 {
@@ -229,7 +267,9 @@ fn target_count(sr: &StarRocksDouble, t: &str) -> u64 {
 }
 
 fn counts_match(pg: &PgCluster, sr: &StarRocksDouble) -> bool {
-    TABLES.iter().all(|t| source_count(pg, t) == target_count(sr, t))
+    TABLES
+        .iter()
+        .all(|t| source_count(pg, t) == target_count(sr, t))
 }
 
 /// One frame of the live view.
@@ -264,20 +304,44 @@ fn render(
     write!(out, "\x1b[2J\x1b[H")?;
     writeln!(out, "dbmazz demo — {}s, {} source transactions   (d+Enter: StarRocks outage, q+Enter or Ctrl-C: quit)", started.elapsed().as_secs(), txns)?;
     match outage_until {
-        Some(t) => writeln!(out, "StarRocks: DOWN for {}s more — the spool absorbs the changes", t.saturating_duration_since(Instant::now()).as_secs())?,
+        Some(t) => writeln!(
+            out,
+            "StarRocks: DOWN for {}s more — the spool absorbs the changes",
+            t.saturating_duration_since(Instant::now()).as_secs()
+        )?,
         None => writeln!(out, "StarRocks: up")?,
     }
     writeln!(out)?;
-    writeln!(out, "  {:<12} {:>10} {:>10}", "table", "postgres", "starrocks")?;
+    writeln!(
+        out,
+        "  {:<12} {:>10} {:>10}",
+        "table", "postgres", "starrocks"
+    )?;
     for t in TABLES {
-        writeln!(out, "  {:<12} {:>10} {:>10}", t, source_count(pg, t), target_count(sr, t))?;
+        writeln!(
+            out,
+            "  {:<12} {:>10} {:>10}",
+            t,
+            source_count(pg, t),
+            target_count(sr, t)
+        )?;
     }
     writeln!(out)?;
     writeln!(out, "  state          {}", field(&["state"]))?;
     writeln!(out, "  received LSN   {}", field(&["received_lsn_text"]))?;
     writeln!(out, "  confirmed LSN  {}", field(&["confirmed_lsn_text"]))?;
-    writeln!(out, "  lag            {} bytes, {} s", field(&["lag_bytes"]), field(&["lag_seconds"]))?;
-    writeln!(out, "  spool          {} records, {} bytes pending", field(&["spool", "depth_records"]), field(&["spool", "depth_bytes"]))?;
+    writeln!(
+        out,
+        "  lag            {} bytes, {} s",
+        field(&["lag_bytes"]),
+        field(&["lag_seconds"])
+    )?;
+    writeln!(
+        out,
+        "  spool          {} records, {} bytes pending",
+        field(&["spool", "depth_records"]),
+        field(&["spool", "depth_bytes"])
+    )?;
     out.flush()
 }
 

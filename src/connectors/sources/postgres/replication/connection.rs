@@ -138,6 +138,12 @@ impl ReplicationConnection {
             ("replication", "database"),
             ("application_name", info.application_name.as_str()),
             ("client_encoding", "UTF8"),
+            // pgoutput writes values with the walsender's settings: fix the text forms the
+            // loader parses (ISO dates, UTC timestamptz, exact floats, ISO-ish intervals).
+            ("DateStyle", "ISO, YMD"),
+            ("TimeZone", "UTC"),
+            ("IntervalStyle", "postgres"),
+            ("extra_float_digits", "3"),
         ];
         frontend::startup_message(params.iter().copied(), &mut self.write_buf)?;
         self.flush().await?;
