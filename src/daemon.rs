@@ -35,6 +35,22 @@ pub async fn run(cfg: Config) -> Result<(), CliError> {
                 .into(),
         )
     })?;
+    // Source problems first: they are the most common and need no sink to report.
+    let pg = client::connect(&cfg.source.conn).await?;
+    let problems = setup::inspect(&pg, &cfg.source).await?.problems();
+    if !problems.is_empty() {
+        let text = problems
+            .iter()
+            .map(|p| format!("{} (fix: {})", p.what, p.fix))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(CliError::Source(
+            crate::connectors::sources::postgres::SourceError::Setup(format!(
+                "source is not ready: {text}"
+            )),
+        ));
+    }
+    drop(pg);
     let sink = crate::pipeline::starrocks::StarRocksLoadSink::connect(&cfg, &sink_cfg)
         .await
         .map_err(|e| CliError::Other(format!("StarRocks: {e}")))?;
