@@ -89,8 +89,30 @@ async fn rows_arrive_with_upserts_deletes_truncate_and_toast_unchanged_updates()
     );
     assert_eq!(e.target("other")[0]["v"], "after truncate");
 
-    // Every load carried a deterministic label and never a filter ratio above 0.
-    for l in e.sr.loads() {
+    // Every load carried a deterministic label, never a filter ratio above 0, and full-row
+    // loads ran in strict mode (no silent NULLs); the TOAST updates were partial loads.
+    let loads = e.sr.loads();
+    assert!(
+        loads.iter().any(|l| l
+            .headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("partial_update") && v == "true")),
+        "no partial update load for the TOAST-unchanged updates"
+    );
+    for l in &loads {
+        let partial = l
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("partial_update"));
+        let strict = l
+            .headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("strict_mode") && v == "true");
+        assert_eq!(
+            strict, !partial,
+            "strict_mode must be on for full-row loads only: {:?}",
+            l.headers
+        );
         assert!(
             l.label.starts_with("dbmazz_"),
             "load without our label: {}",
@@ -100,6 +122,9 @@ async fn rows_arrive_with_upserts_deletes_truncate_and_toast_unchanged_updates()
         for (k, v) in &l.headers {
             if k.eq_ignore_ascii_case("max_filter_ratio") {
                 assert_eq!(v.parse::<f64>().unwrap(), 0.0);
+            }
+            if k.eq_ignore_ascii_case("partial_update") {
+                assert_eq!(v, "true");
             }
             if k.eq_ignore_ascii_case("authorization") {
                 assert!(

@@ -468,6 +468,14 @@ impl StreamLoadClient {
         let secs = self.request_timeout.as_secs().clamp(1, 259_200);
         put("timeout", secs.to_string())?;
         put("max_filter_ratio", format!("{}", self.max_filter_ratio))?;
+        // Without strict mode StarRocks turns a value it cannot convert into NULL and
+        // counts the row as loaded: silent loss. Strict mode filters the row instead, and
+        // with max_filter_ratio 0 the load fails loudly. Not for partial updates: there
+        // (as in Doris, unverified for StarRocks) strict mode also rejects rows whose key
+        // does not exist yet, which a partial update may legitimately carry.
+        if !req.partial_update {
+            put("strict_mode", "true".into())?;
+        }
         match req.format {
             LoadFormat::Json => {
                 put("format", "json".into())?;
