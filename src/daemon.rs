@@ -125,6 +125,10 @@ pub async fn run_with_sink<S: LoadSink>(cfg: Config, sink: Arc<S>) -> Result<(),
             flush_interval: cfg.pipeline.flush_interval,
             ack_policy: cfg.pipeline.ack_policy,
             read_chunk: 4096,
+            soft_deletes: cfg
+                .sink
+                .as_ref()
+                .is_some_and(|s| s.delete_mode == crate::config::DeleteMode::Soft),
         },
         confirmed_tx.clone(),
     );

@@ -351,3 +351,39 @@ fn dir_size(p: &std::path::Path) -> u64 {
     }
     total
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_delete_keeps_the_row_and_flags_it() {
+    let mut e = E2e::start(
+        "CREATE TABLE items (id bigint PRIMARY KEY, v text, n int, big text);",
+        "items",
+        &["CREATE TABLE items (id BIGINT NOT NULL, v VARCHAR(1048576), n INT, big VARCHAR(1048576), _dbmazz_deleted BOOLEAN) PRIMARY KEY(id) DISTRIBUTED BY HASH(id) BUCKETS 1"],
+    )
+    .await;
+    e.set_env("SINK_DELETE_MODE", "soft");
+    e.spawn();
+    e.wait_for(LONG, "slot created", |e| e.slot_count() == 1)
+        .await;
+    e.sql("INSERT INTO items VALUES (1, 'keep me', 7, NULL), (2, 'live', 8, NULL); DELETE FROM items WHERE id = 1;");
+    e.wait_for(LONG, "soft delete applied", |e| {
+        e.target("items")
+            .iter()
+            .any(|r| r["id"] == 1 && r["_dbmazz_deleted"] == true)
+    })
+    .await;
+    let rows = e.target("items");
+    assert_eq!(
+        rows.len(),
+        2,
+        "soft delete must not remove the row: {rows:?}"
+    );
+    let one = rows.iter().find(|r| r["id"] == 1).unwrap();
+    assert_eq!(
+        one["v"], "keep me",
+        "soft delete overwrote the row's values: {one:?}"
+    );
+    assert_eq!(one["n"], 7);
+    let two = rows.iter().find(|r| r["id"] == 2).unwrap();
+    assert_eq!(two["_dbmazz_deleted"], false);
+    assert!(e.sigterm().await.success());
+}

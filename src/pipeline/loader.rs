@@ -91,6 +91,8 @@ pub struct LoaderOptions {
     pub ack_policy: AckPolicy,
     /// Records per spool read.
     pub read_chunk: usize,
+    /// `SINK_DELETE_MODE=soft` (see `Planner::with_soft_deletes`).
+    pub soft_deletes: bool,
 }
 
 /// Inputs that steer the loader.
@@ -169,7 +171,7 @@ impl<S: LoadSink> Loader<S> {
     pub async fn run(mut self, mut control: LoaderControl) -> Result<(), LoaderError> {
         let mut next = self.spool.loaded_mark().seq + 1;
         let mut window = Window {
-            planner: Planner::new(),
+            planner: Planner::with_soft_deletes(self.opts.soft_deletes),
             last_commit: None,
             started: None,
             versions: HashMap::new(),

@@ -84,6 +84,9 @@ pub enum PlanError {
 /// Accumulates the plan of a window of spool records.
 #[derive(Debug, Default)]
 pub struct Planner {
+    /// Soft deletes (`SINK_DELETE_MODE=soft`): a delete that carries only the key becomes
+    /// a partial row (keys only) so the row's other values stay in place.
+    soft_deletes: bool,
     tables: BTreeMap<RelationId, Vec<Step>>,
     truncated: BTreeMap<RelationId, bool>,
     rows: usize,
@@ -100,6 +103,23 @@ fn value_len(v: &Value) -> usize {
 impl Planner {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A planner for `SINK_DELETE_MODE=soft`.
+    pub fn with_soft_deletes(soft_deletes: bool) -> Self {
+        Planner {
+            soft_deletes,
+            ..Self::default()
+        }
+    }
+
+    /// The column set of a delete row that carries only the key.
+    fn key_delete_set(&self, key_idx: &[usize]) -> ColumnSet {
+        if self.soft_deletes {
+            ColumnSet::Partial(key_idx.to_vec())
+        } else {
+            ColumnSet::Full
+        }
     }
 
     /// Rows planned so far.
@@ -185,7 +205,10 @@ impl Planner {
                             seq,
                             rel.id,
                             rel_version,
-                            (ColumnSet::Full, key_row(o, &key_idx, RowOp::Delete)),
+                            (
+                                self.key_delete_set(&key_idx),
+                                key_row(o, &key_idx, RowOp::Delete),
+                            ),
                         );
                     }
                 }
@@ -212,20 +235,15 @@ impl Planner {
                         seq,
                     });
                 }
-                let row = match kind {
+                let (set, row) = match kind {
                     // The full old row: keep the values (harmless, helps NOT NULL targets).
-                    OldKind::Full => PlannedRow {
-                        op: RowOp::Delete,
-                        values: o
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, v)| **v != Value::UnchangedToast)
-                            .map(|(i, v)| (i, v.clone()))
-                            .collect(),
-                    },
-                    OldKind::Key => key_row(o, &key_idx, RowOp::Delete),
+                    OldKind::Full => full_or_partial(o, &key_idx, RowOp::Delete),
+                    OldKind::Key => (
+                        self.key_delete_set(&key_idx),
+                        key_row(o, &key_idx, RowOp::Delete),
+                    ),
                 };
-                self.push_row(seq, rel.id, rel_version, (ColumnSet::Full, row));
+                self.push_row(seq, rel.id, rel_version, (set, row));
             }
             ChangeOp::Truncate { relations, .. } => {
                 for r in relations {
@@ -568,6 +586,28 @@ mod tests {
             .add(3, &r, 1, &change(ChangeOp::Insert { new: vec![t("1")] }))
             .unwrap_err();
         assert!(e.to_string().contains("public.t"));
+    }
+
+    #[test]
+    fn soft_deletes_are_partial_rows_of_the_key() {
+        let r = rel();
+        let del = change(ChangeOp::Delete {
+            old: (OldKind::Key, vec![t("1"), Value::Null, Value::Null]),
+        });
+        let mut hard = Planner::new();
+        hard.add(1, &r, 1, &del).unwrap();
+        assert_eq!(loads(&hard.take()[&7])[0].0, ColumnSet::Full);
+        let mut soft = Planner::with_soft_deletes(true);
+        soft.add(1, &r, 1, &del).unwrap();
+        let l = loads(&soft.take()[&7]);
+        assert_eq!(l[0].0, ColumnSet::Partial(vec![0]));
+        assert_eq!(
+            l[0].1[0],
+            PlannedRow {
+                op: RowOp::Delete,
+                values: vec![(0, t("1"))]
+            }
+        );
     }
 
     #[test]

@@ -179,6 +179,7 @@ async fn drain(spool: &Spool, sink: &FakeSink, flush_rows: usize) -> Run {
             flush_interval: Duration::from_millis(10),
             ack_policy: AckPolicy::Loaded,
             read_chunk: 7,
+            soft_deletes: false,
         },
         ctx,
     );
