@@ -16,8 +16,14 @@ fn build(dir: &Path) {
     s.append(&ReaderEvent::Relation(rel(1, 2))).unwrap();
     for k in 0..10u64 {
         let pad = "p".repeat(200);
-        s.append_all(&txn(k as u32 + 1, 1, 1000 * (k + 1), 1, &format!("MARKER-{k:04}-{pad}")))
-            .unwrap();
+        s.append_all(&txn(
+            k as u32 + 1,
+            1,
+            1000 * (k + 1),
+            1,
+            &format!("MARKER-{k:04}-{pad}"),
+        ))
+        .unwrap();
     }
     s.flush().unwrap();
 }
@@ -49,7 +55,10 @@ fn assert_loud(dir: &Path, damaged: std::ops::RangeInclusive<u64>) {
             // Refusing to open is loud; it must say which records are affected.
             let msg = e.to_string();
             println!("open refused: {msg}");
-            assert!(msg.contains("seq") || msg.contains("sequence") || msg.contains("seg-"), "{msg}");
+            assert!(
+                msg.contains("seq") || msg.contains("sequence") || msg.contains("seg-"),
+                "{msg}"
+            );
             return;
         }
         Ok(s) => s,
@@ -72,7 +81,9 @@ fn assert_loud(dir: &Path, damaged: std::ops::RangeInclusive<u64>) {
     };
     println!("read: {err}");
     match err {
-        SpoolError::Corrupt { seq, .. } => assert!(damaged.contains(&seq), "read error names {seq}"),
+        SpoolError::Corrupt { seq, .. } => {
+            assert!(damaged.contains(&seq), "read error names {seq}")
+        }
         other => panic!("expected Corrupt, got {other}"),
     }
 }
@@ -119,17 +130,28 @@ fn a_missing_segment_directory_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let s = Spool::open(
         dir.path(),
-        dbmazz::spool::SpoolOptions { segment_bytes: 600, ..small_opts() },
+        dbmazz::spool::SpoolOptions {
+            segment_bytes: 600,
+            ..small_opts()
+        },
     )
     .unwrap();
     s.append(&ReaderEvent::Relation(rel(1, 2))).unwrap();
     for k in 0..10u64 {
-        s.append_all(&txn(k as u32 + 1, 1, 1000 * (k + 1), 1, &"q".repeat(300))).unwrap();
+        s.append_all(&txn(k as u32 + 1, 1, 1000 * (k + 1), 1, &"q".repeat(300)))
+            .unwrap();
     }
     s.flush().unwrap();
     drop(s);
-    let segs: Vec<PathBuf> = segment_db_files(dir.path()).into_iter().map(|p| p.parent().unwrap().to_path_buf()).collect();
-    assert!(segs.len() > 3, "expected several segments, got {}", segs.len());
+    let segs: Vec<PathBuf> = segment_db_files(dir.path())
+        .into_iter()
+        .map(|p| p.parent().unwrap().to_path_buf())
+        .collect();
+    assert!(
+        segs.len() > 3,
+        "expected several segments, got {}",
+        segs.len()
+    );
     std::fs::remove_dir_all(&segs[1]).unwrap();
     assert_loud(dir.path(), 1..=20);
 }
@@ -145,12 +167,18 @@ fn a_record_that_fails_its_own_crc_names_its_sequence() {
         .map(|p| p.parent().unwrap().to_path_buf())
         .rev()
         .find(|p| {
-            let first: u64 = p.file_name().unwrap().to_string_lossy()[4..].parse().unwrap();
+            let first: u64 = p.file_name().unwrap().to_string_lossy()[4..]
+                .parse()
+                .unwrap();
             first <= 9
         })
         .unwrap();
     {
-        let db = sled::Config::new().path(&seg).segment_size(8 << 20).open().unwrap();
+        let db = sled::Config::new()
+            .path(&seg)
+            .segment_size(8 << 20)
+            .open()
+            .unwrap();
         let log = db.open_tree("log").unwrap();
         let mut v = log.get(9u64.to_be_bytes()).unwrap().unwrap().to_vec();
         let n = v.len();
@@ -162,7 +190,11 @@ fn a_record_that_fails_its_own_crc_names_its_sequence() {
     let rep = s.verify().unwrap();
     assert_eq!(rep.problems.len(), 1, "{:?}", rep.problems);
     assert_eq!(rep.problems[0].seq, 9);
-    assert!(rep.problems[0].reason.contains("CRC"), "{}", rep.problems[0].reason);
+    assert!(
+        rep.problems[0].reason.contains("CRC"),
+        "{}",
+        rep.problems[0].reason
+    );
     assert_eq!(rep.checked, 20);
     // The loader reads 1..=8 and then fails on 9, every time.
     let first = s.read_from(0, 8).unwrap();

@@ -14,15 +14,23 @@ fn nothing_is_visible_before_flush_and_all_is_after() {
     let s = open(dir.path());
     s.append(&ReaderEvent::Relation(rel(1, 2))).unwrap();
     s.append_all(&txn(10, 1, 100, 3, "a")).unwrap();
-    assert!(s.read_from(0, 100).unwrap().is_empty(), "visible before flush");
+    assert!(
+        s.read_from(0, 100).unwrap().is_empty(),
+        "visible before flush"
+    );
     assert_eq!(s.durable_mark().seq, 0);
     let m = s.flush().unwrap();
     assert_eq!(m.seq, 4);
     assert_eq!(m.commit_lsn, Lsn(104));
     assert_eq!(m.end_lsn, Lsn(112));
     let recs = read_all(&s);
-    assert_eq!(recs.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
-    let SpoolRecord::Commit(c) = &recs[3].1 else { panic!("no commit") };
+    assert_eq!(
+        recs.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    let SpoolRecord::Commit(c) = &recs[3].1 else {
+        panic!("no commit")
+    };
     assert_eq!((c.first_seq, c.changes, c.streamed), (1, 3, false));
     assert_eq!(c.tables, vec![(1, 3)]);
     let st = s.stats();
@@ -51,7 +59,10 @@ fn an_open_transaction_is_not_durable_even_after_flush() {
     s.append_all(&txn(11, 1, 200, 2, "b")).unwrap();
     assert_eq!(s.flush().unwrap().seq, 6);
     let t = txns_of(&read_all(&s));
-    assert_eq!(t, vec![(10, 103, vec![100, 101]), (11, 203, vec![200, 201])]);
+    assert_eq!(
+        t,
+        vec![(10, 103, vec![100, 101]), (11, 203, vec![200, 201])]
+    );
     assert!(s.verify().unwrap().ok());
 }
 
@@ -99,7 +110,10 @@ fn relation_versions_are_kept_per_change() {
     assert_eq!(s.relation(1, 2).unwrap().columns.len(), 3);
     // Once the first transaction is loaded, version 1 is no longer needed.
     s.mark_loaded(2, Lsn(102)).unwrap();
-    assert!(matches!(s.relation(1, 1), Err(SpoolError::UnknownRelation { .. })));
+    assert!(matches!(
+        s.relation(1, 1),
+        Err(SpoolError::UnknownRelation { .. })
+    ));
     drop(s);
     let s = open(dir.path());
     assert!(s.relation(1, 1).is_err());
@@ -111,7 +125,10 @@ fn streamed_transactions_become_visible_at_stream_commit_in_commit_order() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path());
     s.append(&ReaderEvent::Relation(rel(1, 2))).unwrap();
-    let ss = |xid, first| ReaderEvent::StreamStart { xid, first_segment: first };
+    let ss = |xid, first| ReaderEvent::StreamStart {
+        xid,
+        first_segment: first,
+    };
     let ch = |xid, sub, lsn| {
         let mut c = insert(xid, 1, lsn, "s");
         c.subxid = sub;
@@ -133,21 +150,30 @@ fn streamed_transactions_become_visible_at_stream_commit_in_commit_order() {
         ss(20, false),
         ch(20, 20, 1300),
         ReaderEvent::StreamStop,
-        ReaderEvent::StreamAbort { xid: 20, subxid: 21 },
-        ReaderEvent::StreamAbort { xid: 30, subxid: 30 },
+        ReaderEvent::StreamAbort {
+            xid: 20,
+            subxid: 21,
+        },
+        ReaderEvent::StreamAbort {
+            xid: 30,
+            subxid: 30,
+        },
     ])
     .unwrap();
     s.flush().unwrap();
     assert_eq!(txns_of(&read_all(&s)), vec![(10, 1202, vec![1200])]);
     assert_eq!(s.stats().stream_txns, 1);
-    s.append(&ReaderEvent::StreamCommit(commit(20, 1400))).unwrap();
+    s.append(&ReaderEvent::StreamCommit(commit(20, 1400)))
+        .unwrap();
     s.flush().unwrap();
     let recs = read_all(&s);
     assert_eq!(
         txns_of(&recs),
         vec![(10, 1202, vec![1200]), (20, 1400, vec![1000, 1300])]
     );
-    let SpoolRecord::Commit(c) = &recs.last().unwrap().1 else { panic!() };
+    let SpoolRecord::Commit(c) = &recs.last().unwrap().1 else {
+        panic!()
+    };
     assert!(c.streamed);
     assert_eq!(s.stats().stream_txns, 0);
     assert!(s.verify().unwrap().ok());
@@ -160,7 +186,10 @@ fn restart_discards_the_open_transaction_and_streams() {
     s.append(&ReaderEvent::Relation(rel(1, 2))).unwrap();
     s.append_all(&txn(10, 1, 100, 1, "a")).unwrap();
     s.append_all(&[
-        ReaderEvent::StreamStart { xid: 20, first_segment: true },
+        ReaderEvent::StreamStart {
+            xid: 20,
+            first_segment: true,
+        },
         ReaderEvent::Change(insert(20, 1, 150, "s")),
         ReaderEvent::StreamStop,
     ])
@@ -171,7 +200,8 @@ fn restart_discards_the_open_transaction_and_streams() {
     s.append(&ReaderEvent::Restart { from: Lsn(110) }).unwrap();
     // The reader resends from the last complete transaction.
     s.append_all(&txn(11, 1, 200, 3, "b")).unwrap();
-    s.append(&ReaderEvent::StreamCommit(commit(20, 300))).unwrap(); // stream was dropped
+    s.append(&ReaderEvent::StreamCommit(commit(20, 300)))
+        .unwrap(); // stream was dropped
     s.flush().unwrap();
     assert_eq!(
         txns_of(&read_all(&s)),
@@ -185,7 +215,9 @@ fn changes_outside_a_transaction_are_a_protocol_error() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path());
     s.append(&ReaderEvent::Relation(rel(1, 2))).unwrap();
-    let e = s.append(&ReaderEvent::Change(insert(1, 1, 1, "x"))).unwrap_err();
+    let e = s
+        .append(&ReaderEvent::Change(insert(1, 1, 1, "x")))
+        .unwrap_err();
     assert!(matches!(e, SpoolError::Protocol(_)), "{e}");
     let e = s.append(&ReaderEvent::Commit(commit(1, 5))).unwrap_err();
     assert!(matches!(e, SpoolError::Protocol(_)), "{e}");
@@ -197,15 +229,22 @@ fn the_loader_never_reads_past_the_durable_mark_and_loaded_data_goes_away() {
     let s = open(dir.path());
     s.append(&ReaderEvent::Relation(rel(1, 2))).unwrap();
     for i in 0..5u32 {
-        s.append_all(&txn(10 + i, 1, 100 * (i as u64 + 1), 2, "a")).unwrap();
+        s.append_all(&txn(10 + i, 1, 100 * (i as u64 + 1), 2, "a"))
+            .unwrap();
     }
     s.flush().unwrap();
     s.append_all(&txn(99, 1, 10_000, 2, "late")).unwrap(); // not flushed
     assert_eq!(read_all(&s).len(), 15);
     assert!(s.read_from(16, 10).unwrap().is_empty());
     // mark_loaded must land on a durable commit.
-    assert!(matches!(s.mark_loaded(2, Lsn(1)), Err(SpoolError::BadLoadedMark { .. })));
-    assert!(matches!(s.mark_loaded(18, Lsn(1)), Err(SpoolError::BadLoadedMark { .. })));
+    assert!(matches!(
+        s.mark_loaded(2, Lsn(1)),
+        Err(SpoolError::BadLoadedMark { .. })
+    ));
+    assert!(matches!(
+        s.mark_loaded(18, Lsn(1)),
+        Err(SpoolError::BadLoadedMark { .. })
+    ));
     s.mark_loaded(6, Lsn(203)).unwrap();
     let recs = read_all(&s);
     assert_eq!(recs.first().unwrap().0, 7);
@@ -246,7 +285,11 @@ fn unknown_format_version_and_a_held_lock_are_clear_errors() {
         db.flush().unwrap();
     }
     match Spool::open(dir.path(), small_opts()) {
-        Err(SpoolError::UnsupportedFormat { found: 99, supported: 1, .. }) => {}
+        Err(SpoolError::UnsupportedFormat {
+            found: 99,
+            supported: 1,
+            ..
+        }) => {}
         Err(e) => panic!("expected UnsupportedFormat, got {e}"),
         Ok(_) => panic!("opened a spool of an unknown format"),
     }

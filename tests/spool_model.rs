@@ -51,6 +51,9 @@ struct MTxn {
     changes: Vec<u64>,
 }
 
+/// An open streamed transaction: xid, changes (lsn, subxid), aborted subxids.
+type MStream = (u32, Vec<(u64, u32)>, BTreeSet<u32>);
+
 #[derive(Default)]
 struct Model {
     durable: Vec<MTxn>,
@@ -59,7 +62,7 @@ struct Model {
     pending_mark: Option<(u64, u64)>,
     open: Option<MTxn>,
     /// slot -> (xid, changes (lsn, subxid), aborted subxids)
-    streams: BTreeMap<usize, (u32, Vec<(u64, u32)>, BTreeSet<u32>)>,
+    streams: BTreeMap<usize, MStream>,
     loaded_lsn: u64,
 }
 
@@ -103,11 +106,21 @@ impl World {
                 if self.model.open.take().is_some() {
                     // Begin while open: the spool discards the open one.
                 }
-                s.append(&ReaderEvent::Begin { xid, final_lsn: Lsn(0), commit_time: 0 }).unwrap();
-                let mut t = MTxn { xid, commit_lsn: 0, changes: vec![] };
+                s.append(&ReaderEvent::Begin {
+                    xid,
+                    final_lsn: Lsn(0),
+                    commit_time: 0,
+                })
+                .unwrap();
+                let mut t = MTxn {
+                    xid,
+                    commit_lsn: 0,
+                    changes: vec![],
+                };
                 for _ in 0..*n {
                     let l = self.next_lsn();
-                    s.append(&ReaderEvent::Change(insert(xid, *table, l, "v"))).unwrap();
+                    s.append(&ReaderEvent::Change(insert(xid, *table, l, "v")))
+                        .unwrap();
                     t.changes.push(l);
                 }
                 let info = self.commit_info(xid);
@@ -117,12 +130,22 @@ impl World {
             }
             Action::Partial { n } => {
                 let xid = self.next_xid();
-                s.append(&ReaderEvent::Begin { xid, final_lsn: Lsn(0), commit_time: 0 }).unwrap();
+                s.append(&ReaderEvent::Begin {
+                    xid,
+                    final_lsn: Lsn(0),
+                    commit_time: 0,
+                })
+                .unwrap();
                 for _ in 0..*n {
                     let l = self.next_lsn();
-                    s.append(&ReaderEvent::Change(insert(xid, 1, l, "p"))).unwrap();
+                    s.append(&ReaderEvent::Change(insert(xid, 1, l, "p")))
+                        .unwrap();
                 }
-                self.model.open = Some(MTxn { xid, commit_lsn: 0, changes: vec![] });
+                self.model.open = Some(MTxn {
+                    xid,
+                    commit_lsn: 0,
+                    changes: vec![],
+                });
             }
             Action::StreamSeg { slot, n, sub } => {
                 if self.model.open.is_some() {
@@ -131,17 +154,28 @@ impl World {
                 let first = !self.model.streams.contains_key(slot);
                 if first {
                     let xid = self.next_xid();
-                    self.model.streams.insert(*slot, (xid, vec![], BTreeSet::new()));
+                    self.model
+                        .streams
+                        .insert(*slot, (xid, vec![], BTreeSet::new()));
                 }
                 let xid = self.model.streams[slot].0;
-                s.append(&ReaderEvent::StreamStart { xid, first_segment: first }).unwrap();
+                s.append(&ReaderEvent::StreamStart {
+                    xid,
+                    first_segment: first,
+                })
+                .unwrap();
                 for _ in 0..*n {
                     let l = self.next_lsn();
                     let subxid = if *sub { xid + 100_000 } else { xid };
                     let mut c = insert(xid, 1, l, "s");
                     c.subxid = subxid;
                     s.append(&ReaderEvent::Change(c)).unwrap();
-                    self.model.streams.get_mut(slot).unwrap().1.push((l, subxid));
+                    self.model
+                        .streams
+                        .get_mut(slot)
+                        .unwrap()
+                        .1
+                        .push((l, subxid));
                 }
                 s.append(&ReaderEvent::StreamStop).unwrap();
             }
@@ -149,25 +183,38 @@ impl World {
                 if self.model.open.is_some() {
                     return;
                 }
-                let Some((xid, changes, aborted)) = self.model.streams.remove(slot) else { return };
+                let Some((xid, changes, aborted)) = self.model.streams.remove(slot) else {
+                    return;
+                };
                 let info = self.commit_info(xid);
                 s.append(&ReaderEvent::StreamCommit(info)).unwrap();
                 let t = MTxn {
                     xid,
                     commit_lsn: info.commit_lsn.0,
-                    changes: changes.iter().filter(|(_, sx)| !aborted.contains(sx)).map(|(l, _)| *l).collect(),
+                    changes: changes
+                        .iter()
+                        .filter(|(_, sx)| !aborted.contains(sx))
+                        .map(|(l, _)| *l)
+                        .collect(),
                 };
                 self.model_commit(t, &info);
             }
             Action::StreamAbort { slot, sub } => {
-                let Some(entry) = self.model.streams.get_mut(slot) else { return };
+                let Some(entry) = self.model.streams.get_mut(slot) else {
+                    return;
+                };
                 let xid = entry.0;
                 if *sub {
                     entry.2.insert(xid + 100_000);
-                    s.append(&ReaderEvent::StreamAbort { xid, subxid: xid + 100_000 }).unwrap();
+                    s.append(&ReaderEvent::StreamAbort {
+                        xid,
+                        subxid: xid + 100_000,
+                    })
+                    .unwrap();
                 } else {
                     self.model.streams.remove(slot);
-                    s.append(&ReaderEvent::StreamAbort { xid, subxid: xid }).unwrap();
+                    s.append(&ReaderEvent::StreamAbort { xid, subxid: xid })
+                        .unwrap();
                 }
             }
             Action::Ddl { table } => {
@@ -215,7 +262,9 @@ impl World {
                 self.model.pending_mark = None;
                 // Relation versions are re-announced by the reader after a reconnect.
                 for (t, n) in self.ncols.clone() {
-                    self.spool().append(&ReaderEvent::Relation(rel(t, n))).unwrap();
+                    self.spool()
+                        .append(&ReaderEvent::Relation(rel(t, n)))
+                        .unwrap();
                 }
                 self.check();
             }
@@ -227,20 +276,43 @@ impl World {
         let recs = read_all(s);
         let got: Vec<MTxn> = txns_of(&recs)
             .into_iter()
-            .map(|(xid, commit_lsn, changes)| MTxn { xid, commit_lsn, changes })
+            .map(|(xid, commit_lsn, changes)| MTxn {
+                xid,
+                commit_lsn,
+                changes,
+            })
             .collect();
         assert_eq!(got, self.model.durable, "pending durable transactions");
         let m = s.durable_mark();
-        assert_eq!((m.commit_lsn.0, m.end_lsn.0), self.model.mark, "durable mark");
+        assert_eq!(
+            (m.commit_lsn.0, m.end_lsn.0),
+            self.model.mark,
+            "durable mark"
+        );
         assert_eq!(s.loaded_mark().confirmed_lsn.0, self.model.loaded_lsn);
         let st = s.stats();
-        assert_eq!(st.pending_records, recs.len() as u64, "counter of pending records");
-        assert_eq!(st.pending_txns, self.model.durable.len() as u64, "counter of pending transactions");
+        assert_eq!(
+            st.pending_records,
+            recs.len() as u64,
+            "counter of pending records"
+        );
+        assert_eq!(
+            st.pending_txns,
+            self.model.durable.len() as u64,
+            "counter of pending transactions"
+        );
         let per_table: u64 = st.per_table.iter().map(|t| t.records).sum();
-        assert_eq!(per_table, recs.len() as u64 - self.model.durable.len() as u64);
+        assert_eq!(
+            per_table,
+            recs.len() as u64 - self.model.durable.len() as u64
+        );
         // Every change decodes with a relation version the spool still holds.
         for (_, r) in &recs {
-            if let dbmazz::spool::SpoolRecord::Change { rel_version, change } = r {
+            if let dbmazz::spool::SpoolRecord::Change {
+                rel_version,
+                change,
+            } = r
+            {
                 s.relation(change.relation, *rel_version).unwrap();
             }
         }

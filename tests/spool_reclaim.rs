@@ -30,7 +30,8 @@ fn run(total: u64) {
     let mut xid = 1u32;
     let mut lsn = 1u64;
     for t in 0..txns {
-        s.append_all(&txn(xid, 1, lsn, per_txn as usize, &payload)).unwrap();
+        s.append_all(&txn(xid, 1, lsn, per_txn as usize, &payload))
+            .unwrap();
         xid += 1;
         lsn += per_txn + 10;
         if t % 20 == 19 {
@@ -41,7 +42,11 @@ fn run(total: u64) {
     let append_secs = t0.elapsed().as_secs_f64();
     let full = dir_bytes(dir.path());
     let before = s.stats();
-    assert!(before.pending_bytes >= total * 9 / 10, "pending bytes {}", before.pending_bytes);
+    assert!(
+        before.pending_bytes >= total * 9 / 10,
+        "pending bytes {}",
+        before.pending_bytes
+    );
     // The loader loads everything, in a few steps.
     let t1 = Instant::now();
     s.mark_loaded(mark.seq, mark.commit_lsn).unwrap();
@@ -59,7 +64,10 @@ fn run(total: u64) {
     );
     assert_eq!(st.pending_records, 0);
     assert!(full >= total, "the backlog is on disk ({full} bytes)");
-    assert!(after * 20 < full, "after loading everything {after} bytes remain of {full}");
+    assert!(
+        after * 20 < full,
+        "after loading everything {after} bytes remain of {full}"
+    );
     // And the spool keeps working: a restart resumes at the same mark.
     drop(s);
     let s = open(dir.path());

@@ -578,6 +578,10 @@ pub async fn run(
                 txns_since_flush = 0;
                 bytes_since_flush = 0;
             }
+            if rx.is_closed() && rx.is_empty() {
+                // Shutting down while full: nothing left to append.
+                return Ok(());
+            }
             tokio::time::sleep(FULL_RETRY).await;
             continue;
         }

@@ -28,7 +28,10 @@ pub fn insert(xid: u32, relation: u32, lsn: u64, payload: &str) -> Change {
         relation,
         lsn: Lsn(lsn),
         op: ChangeOp::Insert {
-            new: vec![Value::Text(lsn.to_string().into_bytes()), Value::Text(payload.as_bytes().to_vec())],
+            new: vec![
+                Value::Text(lsn.to_string().into_bytes()),
+                Value::Text(payload.as_bytes().to_vec()),
+            ],
         },
     }
 }
@@ -50,7 +53,12 @@ pub fn txn(xid: u32, relation: u32, lsn: u64, n: usize, payload: &str) -> Vec<Re
         commit_time: 0,
     }];
     for i in 0..n {
-        v.push(ReaderEvent::Change(insert(xid, relation, lsn + i as u64, payload)));
+        v.push(ReaderEvent::Change(insert(
+            xid,
+            relation,
+            lsn + i as u64,
+            payload,
+        )));
     }
     v.push(ReaderEvent::Commit(commit(xid, lsn + n as u64 + 1)));
     v
