@@ -662,3 +662,73 @@ async fn confirmed_flush_lsn_never_passes_what_was_confirmed() {
     );
     r.stop().await;
 }
+
+#[tokio::test]
+async fn an_idle_source_lets_the_slot_follow_the_server_once_everything_is_confirmed() {
+    let pg = PgCluster::start().unwrap();
+    pg.psql("postgres", SCHEMA).unwrap();
+    pg.psql("postgres", "CREATE TABLE unpublished (id int, pad text)")
+        .unwrap();
+    let mut cfg = source_config(&pg, &["items"]);
+    // Protocol 1: PostgreSQL skips transactions without published changes entirely (a
+    // streamed one would arrive empty and need confirming, as the spool does).
+    cfg.streaming = false;
+    ensure(&cfg).await;
+    let c = client::connect(&cfg.conn).await.unwrap();
+    let mut r = start_reader(&cfg, Lsn::ZERO, |o| {
+        o.status_interval = Duration::from_millis(200)
+    });
+    pg.psql("postgres", "INSERT INTO items VALUES (1)").unwrap();
+    let evs = r
+        .collect_until(Duration::from_secs(10), |e| commits(e).len() == 1)
+        .await;
+    let commit = commits(&evs)[0];
+
+    // Not confirmed yet: WAL elsewhere must not move the slot past the unloaded change.
+    pg.psql(
+        "postgres",
+        "INSERT INTO unpublished SELECT g, repeat('p', 100) FROM generate_series(1, 2000) g",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let slot = setup::slot_confirmed_flush(&c, &cfg.slot_name)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        slot < commit.end_lsn,
+        "slot at {slot} passed the unconfirmed commit {}",
+        commit.end_lsn
+    );
+
+    // Confirmed: now the slot follows the server's position beyond the last change.
+    r.confirmed.send(commit.end_lsn).unwrap();
+    pg.psql(
+        "postgres",
+        "INSERT INTO unpublished SELECT g, repeat('p', 100) FROM generate_series(1, 2000) g",
+    )
+    .unwrap();
+    let server: Lsn = pg
+        .psql("postgres", "SELECT pg_current_wal_lsn()")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut slot = Lsn::ZERO;
+    for _ in 0..200 {
+        slot = setup::slot_confirmed_flush(&c, &cfg.slot_name)
+            .await
+            .unwrap()
+            .unwrap();
+        if slot > commit.end_lsn && slot.0 + 1024 >= server.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        slot > commit.end_lsn,
+        "idle slot did not follow the server: {slot} vs commit {} (server {server}); reader: {:?}",
+        commit.end_lsn,
+        r.status.borrow()
+    );
+    r.stop().await;
+}

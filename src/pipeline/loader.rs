@@ -249,6 +249,11 @@ impl<S: LoadSink> Loader<S> {
                 self.flush(&mut window, true).await?;
                 continue;
             }
+            // Everything durable is loaded, but empty transactions (no records) may have
+            // moved the durable LSN past the last confirmed commit: confirm it too.
+            if window.last_commit.is_none() && window.planner.is_empty() {
+                self.confirm_empty_tail().await?;
+            }
             if *control.drain.borrow() && window.last_commit.is_none() {
                 self.stage("drained");
                 return Ok(());
@@ -291,6 +296,17 @@ impl<S: LoadSink> Loader<S> {
                 self.mark(seq, end_lsn).await?;
             }
             window.started = None;
+        }
+        Ok(())
+    }
+
+    /// Confirms the durable LSN when every durable record is loaded and only empty
+    /// transactions lie beyond the last confirmed commit.
+    async fn confirm_empty_tail(&mut self) -> Result<(), LoaderError> {
+        let durable = self.spool.durable_mark();
+        let loaded = self.spool.loaded_mark();
+        if loaded.seq == durable.seq && durable.end_lsn > loaded.confirmed_lsn {
+            self.mark(durable.seq, durable.end_lsn).await?;
         }
         Ok(())
     }

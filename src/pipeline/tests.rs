@@ -342,3 +342,20 @@ async fn replay_after_a_truncate_reloads_what_followed_it() {
         "row 2 lost after the replayed truncate"
     );
 }
+
+#[tokio::test]
+async fn empty_transactions_after_the_last_change_are_confirmed_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    spool.append(&ReaderEvent::Relation(rel())).unwrap();
+    let mut lsn = 1000;
+    txn(&spool, 1, &mut lsn, vec![ins("1", "x")]);
+    let empty_end = txn(&spool, 2, &mut lsn, vec![]);
+    spool.flush().unwrap();
+    assert_eq!(spool.durable_mark().end_lsn, empty_end);
+    let sink = FakeSink::default();
+    let run = drain(&spool, &sink, 100).await;
+    run.result.unwrap();
+    assert_eq!(*run.confirmed.borrow(), empty_end);
+    assert_eq!(spool.loaded_mark().confirmed_lsn, empty_end);
+}

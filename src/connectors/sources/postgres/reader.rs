@@ -7,6 +7,8 @@
 //!   keepalive that asks for a reply is answered at once. While the consumer is slow or
 //!   the spool is full, reading stops but an unprompted status update still goes out at
 //!   least every second, so the walsender never times out.
+//! - 1, no premature confirmation: see [`flush_to_report`] for the one case where more
+//!   than the confirmed LSN is reported (an idle source, everything confirmed).
 //! - 8, restart resumes exactly: after a connection loss the stream restarts at the end
 //!   of the last complete transaction handed over, preceded by [`ReaderEvent::Restart`]
 //!   so the consumer drops what was unfinished; PostgreSQL re-sends it whole.
@@ -19,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::conninfo::PgConnInfo;
 use super::error::SourceError;
-use super::pgoutput::Decoder;
+use super::pgoutput::{Decoder, DecoderState};
 use super::replication::{ReplicationConnection, ReplicationMessage};
 use crate::core::{Lsn, ReaderEvent};
 
@@ -207,6 +209,8 @@ impl Reader {
         let mut pending_commit = last_commit;
         let mut last_status = Instant::now();
         let mut confirmed_open = true;
+        // The server's position from its last keepalive.
+        let mut server_end = resume;
         let mut paused_open = true;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -269,8 +273,10 @@ impl Reader {
                             }
                             ReplicationMessage::Keepalive { wal_end, reply_requested, .. } => {
                                 received = received.max(wal_end);
+                                server_end = server_end.max(wal_end);
                                 if reply_requested {
-                                    let flush = *control.confirmed.borrow();
+                                    let idle = pending.is_none() && batch.is_empty() && decoder.state() == DecoderState::Idle;
+                                    let flush = flush_to_report(*control.confirmed.borrow(), last_commit, idle, server_end);
                                     conn.send_status(received, flush, false).await.map_err(|e| fail(e, last_commit))?;
                                     last_status = Instant::now();
                                     self.status.send_modify(|s| {
@@ -311,7 +317,8 @@ impl Reader {
                 }
                 changed = control.confirmed.changed(), if confirmed_open => {
                     if changed.is_err() { confirmed_open = false; continue; }
-                    let flush = *control.confirmed.borrow();
+                    let idle = pending.is_none() && batch.is_empty() && decoder.state() == DecoderState::Idle;
+                    let flush = flush_to_report(*control.confirmed.borrow(), last_commit, idle, server_end);
                     if flush > self.status.borrow().reported_flush_lsn {
                         conn.send_status(received, flush, false).await.map_err(|e| fail(e, last_commit))?;
                         last_status = Instant::now();
@@ -326,7 +333,8 @@ impl Reader {
                     // while held back (we are not reading keepalive requests then).
                     let every = if held_back { self.opts.status_interval.min(Duration::from_secs(1)) } else { self.opts.status_interval };
                     if last_status.elapsed() >= every {
-                        let flush = *control.confirmed.borrow();
+                        let idle = pending.is_none() && batch.is_empty() && decoder.state() == DecoderState::Idle;
+                        let flush = flush_to_report(*control.confirmed.borrow(), last_commit, idle, server_end);
                         conn.send_status(received, flush, false).await.map_err(|e| fail(e, last_commit))?;
                         last_status = Instant::now();
                         self.status.send_modify(|s| { s.status_updates += 1; s.reported_flush_lsn = flush; });
@@ -337,8 +345,43 @@ impl Reader {
     }
 }
 
+/// The flush LSN to report. Normally the confirmed LSN. When the source is idle (no
+/// transaction open, nothing held back, everything handed over confirmed), the server's
+/// keepalive position instead: nothing before it is still owed to the sink, and a quiet
+/// database's slot would otherwise hold WAL forever. A transaction still in progress on
+/// the server is safe: it commits after that position and is sent in full later.
+fn flush_to_report(confirmed: Lsn, last_commit: Lsn, idle: bool, server_end: Lsn) -> Lsn {
+    if idle && confirmed >= last_commit {
+        confirmed.max(server_end)
+    } else {
+        confirmed
+    }
+}
+
 /// Adds up to 20% random jitter so many daemons do not reconnect in lockstep.
 fn jitter(d: Duration) -> Duration {
     let f: f64 = rand::random::<f64>() * 0.2;
     d + d.mul_f64(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flush_follows_the_server_only_when_idle_and_everything_is_confirmed() {
+        let (c, last, srv) = (Lsn(100), Lsn(100), Lsn(500));
+        assert_eq!(flush_to_report(c, last, true, srv), srv);
+        assert_eq!(flush_to_report(c, last, false, srv), c, "open transaction");
+        assert_eq!(
+            flush_to_report(Lsn(90), last, true, srv),
+            Lsn(90),
+            "unloaded commit"
+        );
+        assert_eq!(
+            flush_to_report(c, last, true, Lsn(50)),
+            c,
+            "never backwards"
+        );
+    }
 }
