@@ -27,6 +27,9 @@ pub const CONTROL_SETTLE: Duration = Duration::from_millis(500);
 /// Smallest period of the Watch stream.
 pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How long the final Watch update at shutdown may wait for a slow client.
+const FINAL_SEND: Duration = Duration::from_secs(1);
+
 /// Default period of the Watch stream.
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_millis(1000);
 
@@ -336,6 +339,9 @@ impl proto::status_server::Status for StatusService {
                 if tx.send(Ok(snap)).await.is_err() {
                     return; // client went away
                 }
+                if shutdown.as_ref().is_some_and(|r| *r.borrow()) {
+                    return; // that was the final state
+                }
                 let sent_at = tokio::time::Instant::now();
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -344,7 +350,15 @@ impl proto::status_server::Status for StatusService {
                     _ = changed(&mut slot) => {}
                     _ = changed(&mut err) => {}
                     _ = tx.closed() => return,
-                    _ = wait_true(&mut shutdown) => return,
+                    _ = wait_true(&mut shutdown) => {
+                        // The daemon is stopping: the final state (e.g. the drained
+                        // spool) goes out before the stream ends, rate limit or not.
+                        let h = handle.clone();
+                        if let Ok(s) = tokio::task::spawn_blocking(move || status_snapshot(&h)).await {
+                            let _ = tokio::time::timeout(FINAL_SEND, tx.send(Ok(s))).await;
+                        }
+                        return;
+                    }
                 }
                 // Rate limit: at most one update per MIN_WATCH_INTERVAL.
                 tokio::time::sleep_until(sent_at + MIN_WATCH_INTERVAL).await;

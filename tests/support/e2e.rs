@@ -23,7 +23,18 @@ pub struct E2e {
 impl E2e {
     /// `schema`: source DDL; `tables`: TABLES; `targets`: StarRocks DDL run on the double.
     pub async fn start(schema: &str, tables: &str, targets: &[&str]) -> E2e {
-        let pg = PgCluster::start().expect("postgres");
+        Self::start_with_options(pg_scratch::Options::default(), schema, tables, targets).await
+    }
+
+    /// [`E2e::start`] with PostgreSQL started with `options` (e.g. a short
+    /// `wal_sender_timeout`).
+    pub async fn start_with_options(
+        options: pg_scratch::Options,
+        schema: &str,
+        tables: &str,
+        targets: &[&str],
+    ) -> E2e {
+        let pg = PgCluster::start_with(options).expect("postgres");
         pg.psql("postgres", schema).expect("schema");
         let sr = StarRocksDouble::start(DoubleConfig::default())
             .await
