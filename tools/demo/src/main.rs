@@ -38,6 +38,9 @@ struct Args {
     /// The dbmazz binary (default: next to this one).
     #[arg(long)]
     dbmazz: Option<PathBuf>,
+    /// Write dbmazz's log here (default: discarded).
+    #[arg(long)]
+    daemon_log: Option<PathBuf>,
 }
 
 const SCHEMA: &str = "
@@ -94,11 +97,45 @@ async fn main() -> Result<(), DemoError> {
         .env("FLUSH_INTERVAL_MS", "1000")
         .env("GRPC_LISTEN", &grpc)
         .env("HTTP_LISTEN", format!("127.0.0.1:{}", free_port()?))
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            if args.daemon_log.is_some() {
+                "info,dbmazz=debug"
+            } else {
+                "warn"
+            },
+        )
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(match &args.daemon_log {
+            Some(p) => Stdio::from(std::fs::File::create(p)?),
+            None => Stdio::null(),
+        })
         .spawn()?;
     let mut daemon = DaemonGuard(daemon);
+    // Traffic starts once replication runs: rows written before the slot exists would
+    // need the (not yet implemented) initial snapshot.
+    writeln!(
+        out,
+        "waiting for dbmazz to create its slot and start streaming…"
+    )?;
+    let ready_by = Instant::now() + Duration::from_secs(60);
+    loop {
+        let active = pg
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_replication_slots WHERE active",
+            )
+            .unwrap_or_default();
+        if active.trim() == "1" {
+            break;
+        }
+        if !daemon.running() || Instant::now() > ready_by {
+            return Err(
+                "dbmazz did not start streaming; run with --daemon-log FILE to see why".into(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Traffic.
     let stop = Arc::new(AtomicBool::new(false));
