@@ -1025,3 +1025,85 @@ async fn control_token_and_the_python_reflection_client() {
         .unwrap()
         .contains(TOKEN));
 }
+
+/// KNOWN BUG, src/pipeline/starrocks.rs (`StarRocksLoadSink::retrying` and the Stream
+/// Load retries) with src/pipeline/loader.rs (`Loader::execute`): transient failures are
+/// retried inside the sink, invisibly to the loader's status, so during an outage
+/// Status keeps `stage = "loading"`, `loader_retries = 0` and the table's
+/// `last_load_outcome` at its last success, while docs/grpc.md promises `retrying`,
+/// the retry count and `retrying: <error>`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "KNOWN BUG src/pipeline: sink retries are invisible in Status (stage stays loading, loader_retries 0)"]
+async fn status_shows_retrying_during_an_outage() {
+    let mut e = E2e::start(SCHEMA, "items", TARGETS).await;
+    let api = started(&mut e).await;
+    let f1 =
+        e.sr.set_fault(Fault::Down { node: Node::Fe }, FaultDuration::Forever);
+    let f2 =
+        e.sr.set_fault(Fault::Down { node: Node::Be }, FaultDuration::Forever);
+    insert_txn(&e, 1, 11);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let s = api.status().await;
+    e.sr.remove_fault(f1);
+    e.sr.remove_fault(f2);
+    assert_eq!(s.stage, "retrying", "{s:#?}");
+    assert!(s.loader_retries > 0, "{s:#?}");
+}
+
+/// Drain while changes are streaming in: whatever the reader received before it stopped
+/// is loaded too, and the spool is empty at the exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_under_write_load_leaves_an_empty_spool() {
+    let mut e = E2e::start(SCHEMA, "items", TARGETS).await;
+    let api = started(&mut e).await;
+    let conn = e.pg.socket_conn_string("postgres");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let writer = tokio::spawn(async move {
+        let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let mut id = 1i64;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            client
+                .batch_execute(&format!(
+                    "INSERT INTO items SELECT g, 'w' || g FROM generate_series({id}, {}) g",
+                    id + 49
+                ))
+                .await
+                .unwrap();
+            id += 50;
+        }
+    });
+    api.wait_status(&e, LONG, "changes streaming", |s| {
+        s.tables.iter().any(|t| t.rows_upserted > 500)
+    })
+    .await;
+    let r = api.control(Ctl::Drain, None).await.expect("DrainAndStop");
+    assert!(r.accepted);
+    let st = e.wait_exit(LONG).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    assert!(st.success(), "drain exit: {st:?}");
+    assert_eq!(e.slot_count(), 1);
+    let spool = dbmazz::spool::Spool::open(e.spool_path(), Default::default()).unwrap();
+    let stats = spool.stats();
+    assert_eq!(
+        (stats.pending_records, stats.pending_txns),
+        (0, 0),
+        "drain left records in the spool (durable seq {}, loaded seq {})",
+        stats.durable.seq,
+        stats.loaded.seq
+    );
+    drop(spool);
+    // What was loaded is exactly what PostgreSQL had (a prefix of the writes).
+    let target = target_pairs(&e, "items", "v");
+    let source = source_pairs(&e, "SELECT id, v FROM items ORDER BY id");
+    assert!(target.len() > 500);
+    assert_eq!(
+        target[..],
+        source[..target.len()],
+        "loaded rows differ from the source"
+    );
+}
