@@ -37,19 +37,7 @@ pub async fn run(cfg: Config) -> Result<(), CliError> {
     })?;
     // Source problems first: they are the most common and need no sink to report.
     let pg = client::connect(&cfg.source.conn).await?;
-    let problems = setup::inspect(&pg, &cfg.source).await?.problems();
-    if !problems.is_empty() {
-        let text = problems
-            .iter()
-            .map(|p| format!("{} (fix: {})", p.what, p.fix))
-            .collect::<Vec<_>>()
-            .join("; ");
-        return Err(CliError::Source(
-            crate::connectors::sources::postgres::SourceError::Setup(format!(
-                "source is not ready: {text}"
-            )),
-        ));
-    }
+    setup::inspect(&pg, &cfg.source).await?.ready()?;
     drop(pg);
     let sink = crate::pipeline::starrocks::StarRocksLoadSink::connect(&cfg, &sink_cfg)
         .await
@@ -89,6 +77,9 @@ pub async fn run_with_sink<S: LoadSink>(cfg: Config, sink: Arc<S>) -> Result<(),
     if outcome.created_slot && durable.end_lsn > Lsn::ZERO {
         warn!(spool_durable = %durable.end_lsn, "the slot was just created but the spool already holds data from an earlier slot; changes between them are not in PostgreSQL anymore");
     }
+    // `dbmazz spool ...` reaches a running daemon's spool through this socket.
+    let _inspect = crate::spool::inspect::serve(spool.clone())
+        .map_err(|e| CliError::Other(format!("spool inspection socket: {e}")))?;
     let start = durable.end_lsn;
     info!(spool_id = %spool.id(), resume_at = %start, slot_confirmed = ?slot_confirmed, loaded_seq = loaded.seq, "spool opened");
 
@@ -279,10 +270,17 @@ pub async fn run_with_sink<S: LoadSink>(cfg: Config, sink: Arc<S>) -> Result<(),
             _ => {}
         }
     }
-    match writer_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => error!(error = %e, "spool writer failed"),
-        Err(e) => error!(error = %e, "spool writer task"),
+    // The writer flushes what it has and ends; while the spool is full it may wait for
+    // room, so it is abandoned after a while (nothing past the durable mark was confirmed).
+    let mut writer_task = writer_task;
+    match tokio::time::timeout(Duration::from_secs(30), &mut writer_task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => error!(error = %e, "spool writer failed"),
+        Ok(Err(e)) => error!(error = %e, "spool writer task"),
+        Err(_) => {
+            warn!("the spool writer did not finish within 30 s (spool full?); abandoning unflushed batches, PostgreSQL will send them again");
+            writer_task.abort();
+        }
     }
     let _ = loader_stop_tx.send(true);
     if !loader_done {

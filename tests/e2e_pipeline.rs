@@ -317,6 +317,22 @@ async fn a_long_outage_is_absorbed_by_the_spool() {
         assert!(e.running(), "the daemon died during the outage");
     }
     let spool_during = dir_size(&e.spool_path());
+    // The inspection tool works while the daemon holds the spool (through its socket).
+    let out = std::process::Command::new(BIN)
+        .args(["spool", "stats", "--json", "--dir"])
+        .arg(e.spool_path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        stats["pending_records"].as_u64().unwrap_or(0) > 100,
+        "spool stats during the outage: {stats}"
+    );
     assert!(
         spool_during > spool_before,
         "the spool did not grow: {spool_before} -> {spool_during}"

@@ -39,7 +39,7 @@ fn build(dir: &Path) -> Spool {
 
 fn cli(dir: &Path, json: bool, command: SpoolCommand) -> Result<String, SpoolError> {
     let args = SpoolArgs {
-        dir: dir.to_path_buf(),
+        dir: Some(dir.to_path_buf()),
         json,
         command,
     };
@@ -246,7 +246,7 @@ fn verify_fails_and_names_the_sequence_of_a_corrupt_record() {
         db.flush().unwrap();
     }
     let args = SpoolArgs {
-        dir: dir.path().to_path_buf(),
+        dir: Some(dir.path().to_path_buf()),
         json: false,
         command: SpoolCommand::Verify,
     };

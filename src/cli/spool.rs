@@ -16,9 +16,10 @@ use crate::spool::{Spool, SpoolError, SpoolOptions};
 /// `dbmazz spool` arguments.
 #[derive(Debug, clap::Args)]
 pub struct SpoolArgs {
-    /// The spool directory.
-    #[arg(long, env = "SPOOL_DIR")]
-    pub dir: PathBuf,
+    /// The spool directory (required; also from SPOOL_DIR). Accepted before or after the
+    /// subcommand.
+    #[arg(long, env = "SPOOL_DIR", global = true)]
+    pub dir: Option<PathBuf>,
     /// Machine-readable output (one JSON value per line).
     #[arg(long, global = true)]
     pub json: bool,
@@ -77,9 +78,18 @@ impl SpoolCommand {
 
 /// Runs an inspection command, writing its output to `out`.
 pub fn run(args: &SpoolArgs, out: &mut dyn Write) -> Result<(), SpoolError> {
-    if !args.dir.join("meta").exists() {
+    let Some(dir) = args.dir.as_deref() else {
         return Err(SpoolError::io(
-            format!("opening the spool at {}", args.dir.display()),
+            "dbmazz spool".to_string(),
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no spool directory: pass --dir DIR or set SPOOL_DIR",
+            ),
+        ));
+    };
+    if !dir.join("meta").exists() {
+        return Err(SpoolError::io(
+            format!("opening the spool at {}", dir.display()),
             std::io::Error::new(std::io::ErrorKind::NotFound, "no spool in this directory"),
         ));
     }
@@ -92,10 +102,10 @@ pub fn run(args: &SpoolArgs, out: &mut dyn Write) -> Result<(), SpoolError> {
             }
             write_item(&args.command, args.json, &v, out)
         };
-        let served = inspect::request(&args.dir, &req, &mut emit)?;
+        let served = inspect::request(dir, &req, &mut emit)?;
         if !served {
             let spool = Spool::open(
-                &args.dir,
+                dir,
                 SpoolOptions {
                     cache_capacity: 8 << 20,
                     max_bytes: u64::MAX,

@@ -209,7 +209,10 @@ fn sink_settings_have_defaults_and_are_validated() {
         ("SINK_DELETE_MODE", "soft"),
         ("SINK_REPLICATION_NUM", "3"),
     ]);
-    let sink = Config::load_with(None, &env_of(&good)).unwrap().sink.unwrap();
+    let sink = Config::load_with(None, &env_of(&good))
+        .unwrap()
+        .sink
+        .unwrap();
     assert_eq!(sink.format, SinkFormat::Csv);
     assert_eq!(sink.max_filter_ratio, 0.25);
     assert!(sink.create_tables);

@@ -309,9 +309,18 @@ impl LoadSink for StarRocksLoadSink {
     }
 
     async fn prepare(&self, relation: &Relation, rel_version: u32) -> Result<(), SinkFailure> {
+        // Catalog queries and DDL are bounded: a hang becomes a logged, retried failure.
+        let limit = self.cfg.request_timeout;
         let maps = self
-            .retrying("preparing target table", looks_transient, || {
-                self.ensure_target(relation)
+            .retrying("preparing target table", looks_transient, || async {
+                tokio::time::timeout(limit, self.ensure_target(relation))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(SinkFailure(format!(
+                            "preparing the target of {} timed out after {limit:?}",
+                            relation.qualified_name()
+                        )))
+                    })
             })
             .await?;
         self.mappings

@@ -194,7 +194,7 @@ impl TableAdmin {
         };
         let mut conn = admin.conn().await?;
         admin.run(&mut conn, "SELECT 1", "SELECT 1").await?;
-        let _ = conn.disconnect().await;
+        admin.close(conn).await;
         Ok(admin)
     }
 
@@ -223,6 +223,12 @@ impl TableAdmin {
                 after: self.connect_timeout,
             }),
         }
+    }
+
+    /// Closes a connection politely, but never waits longer than the connect timeout
+    /// (a server that does not answer COM_QUIT must not hang the loader).
+    async fn close(&self, conn: mysql_async::Conn) {
+        let _ = tokio::time::timeout(self.connect_timeout, conn.disconnect()).await;
     }
 
     async fn run(
@@ -263,7 +269,7 @@ impl TableAdmin {
             .run(&mut conn, &sql, "information_schema.columns")
             .await?;
         if rows.is_empty() {
-            let _ = conn.disconnect().await;
+            self.close(conn).await;
             return Ok(None);
         }
         let text = |r: &mysql_async::Row, i: usize| -> String {
@@ -298,7 +304,7 @@ impl TableAdmin {
                 }
             }
         }
-        let _ = conn.disconnect().await;
+        self.close(conn).await;
         Ok(Some(cols))
     }
 
@@ -355,7 +361,7 @@ impl TableAdmin {
             )
             .await?;
             self.run(&mut conn, &ddl, "CREATE TABLE").await?;
-            let _ = conn.disconnect().await;
+            self.close(conn).await;
             info!(target_table = %table, source = %source, %ddl, "created target table");
             return Ok(EnsureOutcome::Created);
         };
@@ -448,7 +454,7 @@ impl TableAdmin {
             self.run(&mut conn, &sql, "ALTER TABLE ADD COLUMN").await?;
             added.push(c.column.clone());
         }
-        let _ = conn.disconnect().await;
+        self.close(conn).await;
         Ok(EnsureOutcome::AddedColumns(added))
     }
 
@@ -457,7 +463,7 @@ impl TableAdmin {
         let mut conn = self.conn().await?;
         let sql = format!("TRUNCATE TABLE {}", self.qualified(table));
         self.run(&mut conn, &sql, "TRUNCATE TABLE").await?;
-        let _ = conn.disconnect().await;
+        self.close(conn).await;
         info!(target_table = %table, "truncated target table");
         Ok(())
     }

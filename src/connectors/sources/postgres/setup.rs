@@ -188,6 +188,21 @@ impl SourceReport {
         p
     }
 
+    /// Ok when nothing prevents replication, else one error listing every problem and
+    /// its fix.
+    pub fn ready(&self) -> Result<(), SourceError> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let text = problems
+            .iter()
+            .map(|p| format!("{} (fix: {})", p.what, p.fix))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(SourceError::Setup(format!("source is not ready: {text}")))
+    }
+
     /// Human-readable report for `dbmazz check`.
     pub fn render(&self, problems: &[Problem]) -> String {
         let mut s = String::new();
@@ -468,15 +483,7 @@ pub async fn ensure(
     cfg: &SourceConfig,
 ) -> Result<(SourceReport, SetupOutcome), SourceError> {
     let report = inspect(client, cfg).await?;
-    let problems = report.problems();
-    if !problems.is_empty() {
-        let text = problems
-            .iter()
-            .map(|p| format!("{} (fix: {})", p.what, p.fix))
-            .collect::<Vec<_>>()
-            .join("; ");
-        return Err(SourceError::Setup(format!("source is not ready: {text}")));
-    }
+    report.ready()?;
     let mut outcome = SetupOutcome {
         created_publication: false,
         added_tables: Vec::new(),
