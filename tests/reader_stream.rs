@@ -732,3 +732,60 @@ async fn an_idle_source_lets_the_slot_follow_the_server_once_everything_is_confi
     );
     r.stop().await;
 }
+
+#[tokio::test]
+async fn a_lost_connection_is_reestablished_and_resumes_after_the_last_transaction() {
+    let pg = PgCluster::start().unwrap();
+    pg.psql("postgres", SCHEMA).unwrap();
+    let mut cfg = source_config(&pg, &["items"]);
+    cfg.streaming = false;
+    ensure(&cfg).await;
+    let mut r = start_reader(&cfg, Lsn::ZERO, |o| {
+        o.reconnect_initial = Duration::from_millis(100);
+        o.reconnect_max = Duration::from_millis(500);
+    });
+    for i in 1..=3 {
+        pg.psql("postgres", &format!("INSERT INTO items VALUES ({i})"))
+            .unwrap();
+    }
+    let mut evs = r
+        .collect_until(Duration::from_secs(10), |e| commits(e).len() == 3)
+        .await;
+    // Kill the walsender: the reader must reconnect on its own.
+    pg.psql(
+        "postgres",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_replication",
+    )
+    .unwrap();
+    for i in 4..=6 {
+        pg.psql("postgres", &format!("INSERT INTO items VALUES ({i})"))
+            .unwrap();
+    }
+    evs.extend(
+        r.collect_until(Duration::from_secs(20), |e| commits(e).len() >= 3)
+            .await,
+    );
+    let st = r.status.borrow().clone();
+    assert!(st.reconnects >= 1, "{st:?}");
+    // A Restart marker precedes the resumed stream, and every row arrives exactly once.
+    let restart = evs
+        .iter()
+        .position(|e| matches!(e, ReaderEvent::Restart { .. }))
+        .expect("no Restart event after the reconnect");
+    let ids: Vec<String> = evs
+        .iter()
+        .filter_map(|e| match e {
+            ReaderEvent::Change(c) => match &c.op {
+                ChangeOp::Insert { new } => Some(text(&new[0])),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["1", "2", "3", "4", "5", "6"],
+        "restart at index {restart}"
+    );
+    r.stop().await;
+}
