@@ -86,6 +86,7 @@ pub async fn run_with_sink<S: LoadSink>(cfg: Config, sink: Arc<S>) -> Result<(),
     // Reader → spool writer.
     let (tx, rx) = mpsc::channel(READER_CHANNEL_BATCHES);
     let (writer_task, durable_rx) = writer::spawn(spool.clone(), rx, GroupCommit::default());
+    let mut writer_task = Some(writer_task);
     let mut ropts = ReaderOptions::new(
         cfg.source.conn.clone(),
         &cfg.source.slot_name,
@@ -211,8 +212,9 @@ pub async fn run_with_sink<S: LoadSink>(cfg: Config, sink: Arc<S>) -> Result<(),
                 Some(ControlRequest::DrainAndStop) => {
                     info!("draining: reading stops, the spool is loaded, then the daemon exits");
                     let _ = state_tx.send(DaemonState::Draining);
+                    // The loader drains once the reader has stopped and the writer has
+                    // made its last batches durable (see the reader branch below).
                     let _ = reader_stop_tx.send(true);
-                    let _ = drain_tx.send(true);
                 }
                 Some(ControlRequest::Stop) | None => {
                     info!("stop requested");
@@ -224,6 +226,8 @@ pub async fn run_with_sink<S: LoadSink>(cfg: Config, sink: Arc<S>) -> Result<(),
                 match r {
                     Ok(Ok(())) => {
                         if *state_tx.borrow() != DaemonState::Draining { break; }
+                        finish_writer(&mut writer_task).await;
+                        let _ = drain_tx.send(true);
                     }
                     Ok(Err(e)) => {
                         error!(error = %e, "the reader stopped on a permanent error; the slot and the spool are kept");
@@ -270,18 +274,7 @@ pub async fn run_with_sink<S: LoadSink>(cfg: Config, sink: Arc<S>) -> Result<(),
             _ => {}
         }
     }
-    // The writer flushes what it has and ends; while the spool is full it may wait for
-    // room, so it is abandoned after a while (nothing past the durable mark was confirmed).
-    let mut writer_task = writer_task;
-    match tokio::time::timeout(Duration::from_secs(30), &mut writer_task).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => error!(error = %e, "spool writer failed"),
-        Ok(Err(e)) => error!(error = %e, "spool writer task"),
-        Err(_) => {
-            warn!("the spool writer did not finish within 30 s (spool full?); abandoning unflushed batches, PostgreSQL will send them again");
-            writer_task.abort();
-        }
-    }
+    finish_writer(&mut writer_task).await;
     let _ = loader_stop_tx.send(true);
     if !loader_done {
         match tokio::time::timeout(Duration::from_secs(30), &mut loader_task).await {
@@ -301,6 +294,24 @@ pub async fn run_with_sink<S: LoadSink>(cfg: Config, sink: Arc<S>) -> Result<(),
     slot_task.abort();
     info!(durable = %spool.durable_mark().end_lsn, loaded = %spool.loaded_mark().confirmed_lsn, "stopped; the replication slot is kept");
     result
+}
+
+/// Waits for the spool writer to flush what it has and end (its input closed when the
+/// reader stopped). While the spool is full it may wait for room, so it is abandoned after
+/// a while: nothing past the durable mark was confirmed, PostgreSQL sends it again.
+async fn finish_writer(
+    task: &mut Option<tokio::task::JoinHandle<Result<(), crate::spool::SpoolError>>>,
+) {
+    let Some(mut t) = task.take() else { return };
+    match tokio::time::timeout(Duration::from_secs(30), &mut t).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => error!(error = %e, "spool writer failed"),
+        Ok(Err(e)) => error!(error = %e, "spool writer task"),
+        Err(_) => {
+            warn!("the spool writer did not finish within 30 s (spool full?); abandoning unflushed batches");
+            t.abort();
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT, naming it.
