@@ -192,8 +192,18 @@ pub async fn run_with_sink<S: LoadSink>(cfg: Config, sink: Arc<S>) -> Result<(),
     let mut loader_done = false;
     let mut reader_done = false;
     let mut signals = Box::pin(shutdown_signal());
+    let mut drain_tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
+            _ = drain_tick.tick(), if *state_tx.borrow() == DaemonState::Draining && !*drain_tx.borrow() => {
+                // Quiesced: the reader holds back and every transaction it handed over
+                // is durable in the spool.
+                let reader = handle.inner.reader.borrow().clone();
+                if reader.held_back && durable_rx.borrow().end_lsn >= reader.last_commit_end {
+                    info!(durable = %durable_rx.borrow().end_lsn, "reading has stopped; loading what the spool holds");
+                    let _ = drain_tx.send(true);
+                }
+            }
             sig = &mut signals => {
                 info!(signal = sig, "shutting down: stopping the reader, flushing the spool, finishing the load in flight");
                 break;
@@ -210,11 +220,12 @@ pub async fn run_with_sink<S: LoadSink>(cfg: Config, sink: Arc<S>) -> Result<(),
                     info!("resumed");
                 }
                 Some(ControlRequest::DrainAndStop) => {
-                    info!("draining: reading stops, the spool is loaded, then the daemon exits");
+                    info!("draining: reading stops, the spool is loaded and confirmed, then the daemon exits");
                     let _ = state_tx.send(DaemonState::Draining);
-                    // The loader drains once the reader has stopped and the writer has
-                    // made its last batches durable (see the reader branch below).
-                    let _ = reader_stop_tx.send(true);
+                    // The reader holds back but stays connected, so that the confirmed
+                    // LSN of the drained loads reaches PostgreSQL; the loader is told to
+                    // drain once everything handed over is durable (`drain_tick`).
+                    let _ = paused_tx.send(true);
                 }
                 Some(ControlRequest::Stop) | None => {
                     info!("stop requested");
@@ -224,11 +235,7 @@ pub async fn run_with_sink<S: LoadSink>(cfg: Config, sink: Arc<S>) -> Result<(),
             r = &mut reader_task, if !reader_done => {
                 reader_done = true;
                 match r {
-                    Ok(Ok(())) => {
-                        if *state_tx.borrow() != DaemonState::Draining { break; }
-                        finish_writer(&mut writer_task).await;
-                        let _ = drain_tx.send(true);
-                    }
+                    Ok(Ok(())) => break,
                     Ok(Err(e)) => {
                         error!(error = %e, "the reader stopped on a permanent error; the slot and the spool are kept");
                         let _ = error_tx.send(Some(e.to_string()));

@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,42 @@ pub struct LoadBatch<'a> {
     pub columns: &'a ColumnSet,
     pub rows: &'a [PlannedRow],
     pub label: String,
+    /// Where the sink reports its retries (they show in Status).
+    pub note: &'a RetryNote,
+}
+
+/// Lets a sink report retries while it keeps trying, so Status shows `retrying`, the
+/// retry count and the last error instead of a silent `loading`.
+#[derive(Clone)]
+pub struct RetryNote(Arc<watch::Sender<LoaderStatus>>);
+
+impl RetryNote {
+    /// A transient failure; the sink retries after `delay`.
+    pub fn retrying(&self, what: &str, attempt: u32, delay: Duration, error: &str) {
+        warn_retry(what, attempt, delay, error);
+        self.0.send_modify(|s| {
+            s.stage = "retrying".into();
+            s.retries += 1;
+            s.last_error = Some(format!("{what}: {error}"));
+        });
+    }
+
+    /// The operation went through after retries: the error is over.
+    pub fn recovered(&self) {
+        self.0.send_if_modified(|s| {
+            let changed = s.stage == "retrying" || s.last_error.is_some();
+            if changed {
+                s.stage = "loading".into();
+                s.last_error = None;
+            }
+            changed
+        });
+    }
+
+    /// A note that reports nowhere (tests).
+    pub fn detached() -> Self {
+        RetryNote(Arc::new(watch::channel(LoaderStatus::default()).0))
+    }
 }
 
 /// How a load ended.
@@ -60,13 +97,17 @@ pub trait LoadSink: Send + Sync + 'static {
         &self,
         relation: &Relation,
         rel_version: u32,
+        note: &RetryNote,
     ) -> impl Future<Output = Result<(), SinkFailure>> + Send;
     fn load(
         &self,
         batch: LoadBatch<'_>,
     ) -> impl Future<Output = Result<LoadResult, SinkFailure>> + Send;
-    fn truncate(&self, relation: &Relation)
-        -> impl Future<Output = Result<(), SinkFailure>> + Send;
+    fn truncate(
+        &self,
+        relation: &Relation,
+        note: &RetryNote,
+    ) -> impl Future<Output = Result<(), SinkFailure>> + Send;
 }
 
 /// Loader errors: all stop the pipeline, keeping the spool and the slot.
@@ -110,7 +151,7 @@ pub struct Loader<S: LoadSink> {
     spool: Spool,
     sink: Arc<S>,
     opts: LoaderOptions,
-    status: watch::Sender<LoaderStatus>,
+    status: Arc<watch::Sender<LoaderStatus>>,
     confirmed: watch::Sender<Lsn>,
     epoch: u32,
     relations: HashMap<(RelationId, u32), Arc<Relation>>,
@@ -149,7 +190,7 @@ impl<S: LoadSink> Loader<S> {
                 spool,
                 sink,
                 opts,
-                status,
+                status: Arc::new(status),
                 confirmed,
                 epoch,
                 relations: HashMap::new(),
@@ -225,7 +266,10 @@ impl<S: LoadSink> Loader<S> {
                             if window.planner.rows() >= self.opts.flush_rows
                                 || window.planner.bytes() >= self.opts.flush_bytes
                             {
-                                self.flush(&mut window, true).await?;
+                                if !self.flush(&mut window, true, &mut control).await? {
+                                    self.stage("stopped");
+                                    return Ok(());
+                                }
                             }
                         }
                     }
@@ -234,7 +278,10 @@ impl<S: LoadSink> Loader<S> {
                     if window.planner.rows() >= self.opts.flush_rows.saturating_mul(4)
                         || window.planner.bytes() >= self.opts.flush_bytes.saturating_mul(4)
                     {
-                        self.flush(&mut window, false).await?;
+                        if !self.flush(&mut window, false, &mut control).await? {
+                            self.stage("stopped");
+                            return Ok(());
+                        }
                     }
                 }
                 continue;
@@ -246,7 +293,10 @@ impl<S: LoadSink> Loader<S> {
                 .map(|t| t.elapsed() >= self.opts.flush_interval)
                 .unwrap_or(false);
             if window.last_commit.is_some() && (due || *control.drain.borrow()) {
-                self.flush(&mut window, true).await?;
+                if !self.flush(&mut window, true, &mut control).await? {
+                    self.stage("stopped");
+                    return Ok(());
+                }
                 continue;
             }
             // Everything durable is loaded, but empty transactions (no records) may have
@@ -284,20 +334,28 @@ impl<S: LoadSink> Loader<S> {
 
     /// Executes the planned steps; with `at_commit`, then marks the window's last commit
     /// loaded and confirms its end LSN.
-    async fn flush(&mut self, window: &mut Window, at_commit: bool) -> Result<(), LoaderError> {
+    /// Returns false when a shutdown interrupted it (nothing is marked then).
+    async fn flush(
+        &mut self,
+        window: &mut Window,
+        at_commit: bool,
+        control: &mut LoaderControl,
+    ) -> Result<bool, LoaderError> {
         let steps = if at_commit {
             window.planner.take()
         } else {
             window.planner.take_keep_truncates()
         };
-        self.execute(steps, &window.versions).await?;
+        if !self.execute(steps, &window.versions, control).await? {
+            return Ok(false);
+        }
         if at_commit {
             if let Some((seq, end_lsn)) = window.last_commit.take() {
                 self.mark(seq, end_lsn).await?;
             }
             window.started = None;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Confirms the durable LSN when every durable record is loaded and only empty
@@ -341,15 +399,22 @@ impl<S: LoadSink> Loader<S> {
         Ok(())
     }
 
+    /// Runs the steps: prepares targets, then loads tables in parallel, each table's steps
+    /// in order. A pause (outside a drain) or a shutdown interrupts it: loads in flight
+    /// are abandoned (their labels make a replay safe); after a pause it continues from
+    /// each table's first unfinished step, so a finished TRUNCATE never runs twice in a
+    /// run. Returns false when a shutdown interrupted it.
     async fn execute(
         &mut self,
         steps: BTreeMap<RelationId, Vec<Step>>,
         versions: &HashMap<RelationId, u32>,
-    ) -> Result<(), LoaderError> {
+        control: &mut LoaderControl,
+    ) -> Result<bool, LoaderError> {
         if steps.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         self.stage("loading");
+        let note = RetryNote(self.status.clone());
         // Resolve relations and prepare targets first (sequentially: DDL).
         let mut work = Vec::new();
         for (id, steps) in steps {
@@ -368,66 +433,105 @@ impl<S: LoadSink> Loader<S> {
                 };
                 if let std::collections::hash_map::Entry::Vacant(e) = rels.entry(v) {
                     let r = self.relation(id, v)?;
-                    if self.prepared.insert((id, v), ()).is_none() {
-                        self.sink.prepare(&r, v).await?;
+                    if !self.prepared.contains_key(&(id, v)) {
+                        self.sink.prepare(&r, v, &note).await?;
+                        self.prepared.insert((id, v), ());
                     }
                     e.insert(r);
                 }
             }
-            work.push((rels, steps));
+            work.push((rels, steps, AtomicUsize::new(0)));
         }
-        // Tables load in parallel; within a table, steps run in order.
         let spool_id = self.spool.id();
-        let epoch = self.epoch;
-        let futs = work.into_iter().map(|(rels, steps)| {
-            let sink = self.sink.clone();
-            let spool_id = spool_id.clone();
-            async move { run_table(&*sink, &spool_id, epoch, &rels, &steps).await }
-        });
-        let results = futures_util::future::join_all(futs).await;
-        let mut first_err = None;
-        for r in results {
-            match r {
-                Ok(counters) => self.status.send_modify(|s| {
-                    for (name, c) in counters {
-                        let t = s.tables.entry(name).or_default();
-                        t.source_table = c.source_table;
-                        t.target_table = c.target_table;
-                        t.rows_upserted += c.rows_upserted;
-                        t.rows_deleted += c.rows_deleted;
-                        t.truncates += c.truncates;
-                        t.loads += c.loads;
-                        if c.last_load.is_some() {
-                            t.last_load = c.last_load;
+        loop {
+            let futs = work.iter().map(|(rels, steps, done)| {
+                run_table(
+                    &*self.sink,
+                    &spool_id,
+                    self.epoch,
+                    rels,
+                    steps,
+                    done,
+                    &self.status,
+                    &note,
+                )
+            });
+            let all = futures_util::future::join_all(futs);
+            let interrupt = async {
+                loop {
+                    if *control.shutdown.borrow() {
+                        return true;
+                    }
+                    if *control.paused.borrow() && !*control.drain.borrow() {
+                        return false;
+                    }
+                    tokio::select! {
+                        r = control.shutdown.changed() => if r.is_err() { return true },
+                        r = control.paused.changed() => if r.is_err() { std::future::pending::<()>().await },
+                        _ = control.drain.changed() => {}
+                    }
+                }
+            };
+            let results = tokio::select! {
+                results = all => results,
+                shutdown = interrupt => {
+                    if shutdown {
+                        info!("stopping: the load in flight is abandoned (replayed with the same label)");
+                        return Ok(false);
+                    }
+                    self.stage("paused");
+                    info!("paused in the middle of a window; resumes where each table stopped");
+                    loop {
+                        if *control.shutdown.borrow() {
+                            return Ok(false);
+                        }
+                        if !*control.paused.borrow() || *control.drain.borrow() {
+                            break;
+                        }
+                        tokio::select! {
+                            r = control.paused.changed() => if r.is_err() { break },
+                            _ = control.shutdown.changed() => {}
+                            _ = control.drain.changed() => {}
                         }
                     }
-                }),
-                Err(e) => {
-                    first_err.get_or_insert(e);
+                    self.stage("loading");
+                    continue;
                 }
+            };
+            if let Some(e) = results.into_iter().find_map(Result::err) {
+                self.status.send_modify(|s| {
+                    s.stage = "failed".into();
+                    s.last_error = Some(e.to_string());
+                });
+                return Err(e.into());
             }
+            return Ok(true);
         }
-        if let Some(e) = first_err {
-            self.status.send_modify(|s| {
-                s.stage = "failed".into();
-                s.last_error = Some(e.to_string());
-            });
-            return Err(e.into());
-        }
-        Ok(())
     }
 }
 
-/// Runs one table's steps in order; returns its counters.
+/// Runs one table's steps in order from `done`, advancing `done` after each step and
+/// counting into the loader status as it goes.
+#[allow(clippy::too_many_arguments)]
 async fn run_table<S: LoadSink>(
     sink: &S,
     spool_id: &str,
     epoch: u32,
     rels: &HashMap<u32, Arc<Relation>>,
     steps: &[Step],
-) -> Result<Vec<(String, TableCounters)>, SinkFailure> {
-    let mut counters: BTreeMap<String, TableCounters> = BTreeMap::new();
-    for step in steps {
+    done: &AtomicUsize,
+    status: &watch::Sender<LoaderStatus>,
+    note: &RetryNote,
+) -> Result<(), SinkFailure> {
+    let count = |rel: &Relation, target: &str, f: &dyn Fn(&mut TableCounters)| {
+        status.send_modify(|s| {
+            let c = s.tables.entry(target.to_string()).or_default();
+            c.source_table = rel.qualified_name();
+            c.target_table = target.to_string();
+            f(c);
+        })
+    };
+    for (i, step) in steps.iter().enumerate().skip(done.load(Ordering::SeqCst)) {
         match step {
             Step::Load {
                 rel_version,
@@ -457,19 +561,14 @@ async fn run_table<S: LoadSink>(
                         columns,
                         rows,
                         label: label.clone(),
+                        note,
                     })
                     .await?;
-                let c = counters.entry(target.clone()).or_default();
-                c.source_table = rel.qualified_name();
-                c.target_table = target;
-                c.loads += 1;
                 let (ups, dels) = rows.iter().fold((0u64, 0u64), |(u, d), r| match r.op {
                     RowOp::Upsert => (u + 1, d),
                     RowOp::Delete => (u, d + 1),
                 });
-                c.rows_upserted += ups;
-                c.rows_deleted += dels;
-                c.last_load = Some(LastLoad {
+                let last = LastLoad {
                     label,
                     at_unix_ms: now_ms(),
                     outcome: match result {
@@ -477,6 +576,12 @@ async fn run_table<S: LoadSink>(
                         LoadResult::AlreadyLoaded => "already_loaded".into(),
                     },
                     rows: rows.len() as u64,
+                };
+                count(rel, &target, &|c| {
+                    c.loads += 1;
+                    c.rows_upserted += ups;
+                    c.rows_deleted += dels;
+                    c.last_load = Some(last.clone());
                 });
             }
             Step::Truncate { seq } => {
@@ -486,15 +591,13 @@ async fn run_table<S: LoadSink>(
                     .ok_or_else(|| SinkFailure("truncate without a schema".into()))?;
                 let target = sink.target_name(rel);
                 info!(table = %rel.qualified_name(), target = %target, seq, "applying TRUNCATE");
-                sink.truncate(rel).await?;
-                let c = counters.entry(target.clone()).or_default();
-                c.source_table = rel.qualified_name();
-                c.target_table = target;
-                c.truncates += 1;
+                sink.truncate(rel, note).await?;
+                count(rel, &target, &|c| c.truncates += 1);
             }
         }
+        done.store(i + 1, Ordering::SeqCst);
     }
-    Ok(counters.into_iter().collect())
+    Ok(())
 }
 
 fn now_ms() -> u64 {

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio_postgres::Client;
 use tracing::info;
 
-use super::loader::{LoadBatch, LoadResult, LoadSink, SinkFailure};
+use super::loader::{LoadBatch, LoadResult, LoadSink, RetryNote, SinkFailure};
 use super::plan::{ColumnSet, RowOp};
 use crate::config::{Config, DeleteMode, SinkConfig, SinkFormat, TableName};
 use crate::connectors::sinks::starrocks::csv;
@@ -254,6 +254,7 @@ impl StarRocksLoadSink {
     async fn retrying<T, F, Fut>(
         &self,
         what: &str,
+        note: &RetryNote,
         transient: impl Fn(&SinkFailure) -> bool,
         mut f: F,
     ) -> Result<T, SinkFailure>
@@ -264,10 +265,15 @@ impl StarRocksLoadSink {
         let mut attempt = 1u32;
         loop {
             match f().await {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    if attempt > 1 {
+                        note.recovered();
+                    }
+                    return Ok(v);
+                }
                 Err(e) if transient(&e) => {
                     let delay = self.retry.delay(attempt);
-                    super::loader::warn_retry(what, attempt, delay, &e.0);
+                    note.retrying(what, attempt, delay, &e.0);
                     tokio::time::sleep(delay).await;
                     attempt = attempt.saturating_add(1);
                 }
@@ -308,11 +314,16 @@ impl LoadSink for StarRocksLoadSink {
         })
     }
 
-    async fn prepare(&self, relation: &Relation, rel_version: u32) -> Result<(), SinkFailure> {
+    async fn prepare(
+        &self,
+        relation: &Relation,
+        rel_version: u32,
+        note: &RetryNote,
+    ) -> Result<(), SinkFailure> {
         // Catalog queries and DDL are bounded: a hang becomes a logged, retried failure.
         let limit = self.cfg.request_timeout;
         let maps = self
-            .retrying("preparing target table", looks_transient, || async {
+            .retrying("preparing target table", note, looks_transient, || async {
                 tokio::time::timeout(limit, self.ensure_target(relation))
                     .await
                     .unwrap_or_else(|_| {
@@ -350,7 +361,7 @@ impl LoadSink for StarRocksLoadSink {
         let outcome = self
             .client
             .load_with_retry(&req, &self.retry, |e, attempt, delay| {
-                super::loader::warn_retry(&target, attempt, delay, &e.to_string())
+                batch.note.retrying(&target, attempt, delay, &e.to_string())
             })
             .await
             .map_err(|e| {
@@ -361,6 +372,7 @@ impl LoadSink for StarRocksLoadSink {
                 ))
             })?;
         if outcome.attempts > 1 {
+            batch.note.recovered();
             info!(target = %target, label = %batch.label, attempts = outcome.attempts, "load succeeded after retries");
         }
         Ok(match outcome.status {
@@ -369,9 +381,9 @@ impl LoadSink for StarRocksLoadSink {
         })
     }
 
-    async fn truncate(&self, relation: &Relation) -> Result<(), SinkFailure> {
+    async fn truncate(&self, relation: &Relation, note: &RetryNote) -> Result<(), SinkFailure> {
         let target = self.target_name(relation);
-        self.retrying("TRUNCATE TABLE", looks_transient, || async {
+        self.retrying("TRUNCATE TABLE", note, looks_transient, || async {
             self.admin.truncate(&target).await.map_err(|e| {
                 let transient = e.is_transient();
                 let f = SinkFailure(format!("TRUNCATE TABLE {target}: {e}"));

@@ -36,7 +36,7 @@ impl LoadSink for FakeSink {
         relation.name.clone()
     }
 
-    async fn prepare(&self, _r: &Relation, _v: u32) -> Result<(), SinkFailure> {
+    async fn prepare(&self, _r: &Relation, _v: u32, _n: &RetryNote) -> Result<(), SinkFailure> {
         Ok(())
     }
 
@@ -93,7 +93,7 @@ impl LoadSink for FakeSink {
         Ok(LoadResult::Loaded)
     }
 
-    async fn truncate(&self, r: &Relation) -> Result<(), SinkFailure> {
+    async fn truncate(&self, r: &Relation, _n: &RetryNote) -> Result<(), SinkFailure> {
         let mut st = self.0.lock().unwrap();
         st.truncates += 1;
         st.tables.remove(&r.name);
