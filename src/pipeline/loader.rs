@@ -263,25 +263,21 @@ impl<S: LoadSink> Loader<S> {
                         }
                         SpoolRecord::Commit(c) => {
                             window.last_commit = Some((seq, c.info.end_lsn));
-                            if window.planner.rows() >= self.opts.flush_rows
-                                || window.planner.bytes() >= self.opts.flush_bytes
-                            {
-                                if !self.flush(&mut window, true, &mut control).await? {
-                                    self.stage("stopped");
-                                    return Ok(());
-                                }
+                            let full = window.planner.rows() >= self.opts.flush_rows
+                                || window.planner.bytes() >= self.opts.flush_bytes;
+                            if full && !self.flush(&mut window, true, &mut control).await? {
+                                self.stage("stopped");
+                                return Ok(());
                             }
                         }
                     }
                     // A transaction far larger than a batch: load it in parts (bounded
                     // memory); it is confirmed at its commit only.
-                    if window.planner.rows() >= self.opts.flush_rows.saturating_mul(4)
-                        || window.planner.bytes() >= self.opts.flush_bytes.saturating_mul(4)
-                    {
-                        if !self.flush(&mut window, false, &mut control).await? {
-                            self.stage("stopped");
-                            return Ok(());
-                        }
+                    let huge = window.planner.rows() >= self.opts.flush_rows.saturating_mul(4)
+                        || window.planner.bytes() >= self.opts.flush_bytes.saturating_mul(4);
+                    if huge && !self.flush(&mut window, false, &mut control).await? {
+                        self.stage("stopped");
+                        return Ok(());
                     }
                 }
                 continue;
