@@ -677,12 +677,13 @@ async fn outage_spool_depth_metrics_cli_and_drain() {
     assert_eq!(stats.pending_records, 0, "drain left records in the spool");
     assert!(stats.loaded.confirmed_lsn.0 >= l5);
     drop(spool);
-    // KNOWN BUG (src/daemon.rs DrainAndStop, see `drain_confirms_the_last_change_in_the_slot`):
-    // the slot's confirmed_flush_lsn should be >= l5 here; it only gets there after the
-    // next start reports the spool's confirmed LSN.
-    assert!(slot_confirmed(&e) >= confirmed_before, "the slot went back");
+    let slot_lsn = slot_confirmed(&e);
+    assert!(
+        slot_lsn >= l5,
+        "slot confirmed_flush_lsn {slot_lsn:X} is behind the last change {l5:X} after a drain"
+    );
 
-    // Restart: the spool's confirmed LSN reaches the slot; `dbmazz drain` from the CLI.
+    // Restart; `dbmazz drain` from the CLI right after the rows arrive.
     let api = started(&mut e).await;
     e.wait_for(
         LONG,
@@ -694,12 +695,6 @@ async fn outage_spool_depth_metrics_cli_and_drain() {
     assert_eq!(s.spool_records, 0, "{s:#?}");
     let l6 = insert_txn(&e, 66, 71);
     e.wait_for(LONG, "rows after the restart", converged).await;
-    // Confirmed before the drain: a drain does not confirm what it loads itself (KNOWN
-    // BUG, `drain_confirms_the_last_change_in_the_slot`).
-    e.wait_for(LONG, "slot confirmed before the CLI drain", |e| {
-        slot_confirmed(e) >= l6
-    })
-    .await;
     let out = cli_ok(&e, &["drain"], &[]);
     assert!(out.starts_with("drain: "), "{out}");
     let st = e.wait_exit(LONG).await;
@@ -712,13 +707,10 @@ async fn outage_spool_depth_metrics_cli_and_drain() {
     );
 }
 
-/// KNOWN BUG, src/daemon.rs (the `ControlRequest::DrainAndStop` arm): drain stops the
-/// reader at once (`reader_stop_tx.send(true)`), so the confirmed LSN of everything the
-/// loader loads while draining never reaches PostgreSQL: the slot's confirmed_flush_lsn
-/// stays where it was when the drain began, although the daemon exits 0 with an empty
-/// spool. Run with `cargo test --test e2e_control -- --ignored` to see it fail.
+/// Regression (src/daemon.rs DrainAndStop used to stop the reader at once, so the
+/// confirmed LSN of what the drain loaded never reached PostgreSQL; fixed in a93a7f4):
+/// after a drain the slot is confirmed at the last change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "KNOWN BUG src/daemon.rs DrainAndStop: the reader stops before the drained load is confirmed to PostgreSQL"]
 async fn drain_confirms_the_last_change_in_the_slot() {
     let mut e = E2e::start(SCHEMA, "items", TARGETS).await;
     let api = started(&mut e).await;
@@ -1075,14 +1067,9 @@ async fn control_token_and_the_python_reflection_client() {
         .contains(TOKEN));
 }
 
-/// KNOWN BUG, src/pipeline/starrocks.rs (`StarRocksLoadSink::retrying` and the Stream
-/// Load retries) with src/pipeline/loader.rs (`Loader::execute`): transient failures are
-/// retried inside the sink, invisibly to the loader's status, so during an outage
-/// Status keeps `stage = "loading"`, `loader_retries = 0` and the table's
-/// `last_load_outcome` at its last success, while docs/grpc.md promises `retrying`,
-/// the retry count and `retrying: <error>`.
+/// Regression (sink retries used to be invisible in Status: stage stayed `loading`,
+/// `loader_retries` 0; fixed in a93a7f4): during an outage Status says `retrying`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "KNOWN BUG src/pipeline: sink retries are invisible in Status (stage stays loading, loader_retries 0)"]
 async fn status_shows_retrying_during_an_outage() {
     let mut e = E2e::start(SCHEMA, "items", TARGETS).await;
     let api = started(&mut e).await;
@@ -1157,12 +1144,9 @@ async fn drain_under_write_load_leaves_an_empty_spool() {
     );
 }
 
-/// KNOWN BUG, src/pipeline/loader.rs (`Loader::run` checks `paused` only between
-/// windows; `flush` → `execute` → the sink's retry loop never looks at it): a Pause that
-/// arrives while a load is being retried does not stop that load; as soon as StarRocks
-/// is back, the rows are loaded although the daemon is paused.
+/// Regression (a Pause during a load in retry used to let that load through once
+/// StarRocks was back; fixed in a93a7f4): nothing is loaded while paused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "KNOWN BUG src/pipeline/loader.rs: a load in retry goes through after Pause"]
 async fn pause_during_a_retried_load_stops_loading() {
     let mut e = E2e::start(SCHEMA, "items", TARGETS).await;
     let api = started(&mut e).await;
