@@ -196,10 +196,19 @@ impl Planner {
                     check(o)?;
                 }
                 // Key change: delete the old key first.
-                if let Some((_, o)) = old {
+                if let Some((kind, o)) = old {
                     let changed = key_idx
                         .iter()
                         .any(|&i| o[i] != new[i] && o[i] != Value::UnchangedToast);
+                    if changed && *kind == OldKind::Key && new.contains(&Value::UnchangedToast) {
+                        // The new key's row cannot get the unchanged TOASTed values: they
+                        // were not sent and the old row is deleted. Say so loudly.
+                        tracing::warn!(
+                            table = %rel.qualified_name(),
+                            seq,
+                            "key-changing UPDATE left TOASTed columns unchanged: without REPLICA IDENTITY FULL their values cannot follow the new key and stay NULL in the target"
+                        );
+                    }
                     if changed {
                         self.push_row(
                             seq,
