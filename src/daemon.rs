@@ -185,7 +185,6 @@ pub async fn run_with_sink<S: LoadSink>(cfg: Config, sink: Arc<S>) -> Result<(),
     )
     .await
     .map_err(|e| CliError::Other(format!("control plane: {e}")))?;
-    info!(grpc = %serving.grpc_addr, http = %serving.http_addr, "control plane listening");
 
     // Supervise.
     let mut result: Result<(), CliError> = Ok(());
