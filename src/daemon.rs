@@ -29,6 +29,7 @@ const READER_CHANNEL_BATCHES: usize = 8;
 /// Runs the replication job until SIGTERM/SIGINT, Stop, DrainAndStop or a permanent
 /// error.
 pub async fn run(cfg: Config) -> Result<(), CliError> {
+    info!(version = env!("CARGO_PKG_VERSION"), source = %cfg.source.conn.describe(), slot = %cfg.source.slot_name, tables = cfg.source.tables.len(), "starting dbmazz");
     let sink_cfg = cfg.sink.clone().ok_or_else(|| {
         CliError::Usage(
             "SINK_URL is not set: dbmazz run needs a StarRocks FE URL (see dbmazz run --help)"
@@ -52,7 +53,6 @@ pub async fn run_with_sink<S: LoadSink>(cfg: Config, sink: Arc<S>) -> Result<(),
             "DO_SNAPSHOT=true: the initial snapshot is not implemented yet; load existing rows separately and start with DO_SNAPSHOT=false".into(),
         ));
     }
-    info!(source = %cfg.source.conn.describe(), slot = %cfg.source.slot_name, tables = cfg.source.tables.len(), "starting dbmazz");
 
     // Source setup: checks, publication, slot (never dropped).
     let pg = client::connect(&cfg.source.conn).await?;

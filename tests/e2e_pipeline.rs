@@ -282,9 +282,29 @@ async fn filtered_rows_stop_the_pipeline_keeping_slot_and_spool() {
 async fn bad_credentials_are_a_permanent_error() {
     let mut e = E2e::start(SCHEMA, "items", TARGETS).await;
     e.set_env("SINK_PASSWORD", "wrong-password");
+    e.set_env("LOG_FORMAT", "json");
     e.spawn();
     let status = e.wait_exit(LONG).await;
     assert!(!status.success());
+    // JSON lines, and the password appears nowhere in the log or the final error.
+    let log = std::fs::read_to_string(e.log_path()).unwrap();
+    assert!(
+        !log.contains("wrong-password"),
+        "the sink password leaked into the log"
+    );
+    let json_lines = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a log line that is not JSON"))
+        .filter(|v| v["level"].is_string())
+        .count();
+    assert!(json_lines > 0, "no JSON log lines:\n{log}");
+    assert!(
+        log.contains("Authenticate failed")
+            || log.contains("Access denied")
+            || log.contains("auth"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

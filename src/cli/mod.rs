@@ -189,7 +189,11 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode, CliError> {
         Command::Run => {
             let cfg = load_config(&cli)?;
             crate::logging::init(cfg.log.format, &cfg.log.filter);
-            runtime()?.block_on(crate::daemon::run(cfg))?;
+            // The fatal error also goes through tracing, so JSON log pipelines see it.
+            if let Err(e) = runtime()?.block_on(crate::daemon::run(cfg)) {
+                tracing::error!(error = %e, "dbmazz stopped on an error; the replication slot and the spool are kept");
+                return Err(e);
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
