@@ -365,8 +365,14 @@ fn render(
     }
     writeln!(out)?;
     writeln!(out, "  state          {}", field(&["state"]))?;
-    writeln!(out, "  received LSN   {}", field(&["received_lsn_text"]))?;
-    writeln!(out, "  confirmed LSN  {}", field(&["confirmed_lsn_text"]))?;
+    writeln!(out, "  stage          {}", field(&["stage"]))?;
+    writeln!(out, "  received LSN   {}", field(&["received_lsn", "text"]))?;
+    writeln!(out, "  durable LSN    {}", field(&["durable_lsn", "text"]))?;
+    writeln!(
+        out,
+        "  confirmed LSN  {}",
+        field(&["confirmed_lsn", "text"])
+    )?;
     writeln!(
         out,
         "  lag            {} bytes, {} s",
@@ -375,9 +381,10 @@ fn render(
     )?;
     writeln!(
         out,
-        "  spool          {} records, {} bytes pending",
-        field(&["spool", "depth_records"]),
-        field(&["spool", "depth_bytes"])
+        "  spool          {} records, {} transactions, {} bytes pending",
+        field(&["spool_records"]),
+        field(&["spool_txns"]),
+        field(&["spool_bytes"])
     )?;
     out.flush()
 }
