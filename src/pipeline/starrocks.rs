@@ -199,11 +199,18 @@ impl StarRocksLoadSink {
                         }
                         s.push(',');
                     }
+                    // No per-row formatting allocations: this is the hot path.
                     let (op, deleted) = op_of(row.op);
                     if let Some(d) = deleted {
-                        s.push_str(&format!("\"{SOFT_DELETE_COLUMN}\":{d},"));
+                        s.push('"');
+                        s.push_str(SOFT_DELETE_COLUMN);
+                        s.push_str(if d { "\":true," } else { "\":false," });
                     }
-                    s.push_str(&format!("\"__op\":{op}}}"));
+                    s.push_str(if op == 0 {
+                        "\"__op\":0}"
+                    } else {
+                        "\"__op\":1}"
+                    });
                 }
                 s.push(']');
                 let header = listed.map(|c| columns_header(&mut c.iter().copied()));
@@ -216,12 +223,16 @@ impl StarRocksLoadSink {
                     None => (0..names.len()).collect(),
                 };
                 let mut out = Vec::with_capacity(b.rows.len() * 64);
+                let mut fields: Vec<Option<String>> = Vec::with_capacity(cols.len() + 2);
                 for row in b.rows {
-                    let vals: HashMap<usize, &Value> =
-                        row.values.iter().map(|(i, v)| (*i, v)).collect();
-                    let mut fields: Vec<Option<String>> = Vec::with_capacity(cols.len() + 2);
+                    fields.clear();
+                    // Row values are in column order (the planner builds them so): walk
+                    // them alongside `cols` instead of indexing through a map per row.
+                    let mut vals = row.values.iter().peekable();
                     for i in &cols {
-                        fields.push(match vals.get(i) {
+                        while vals.next_if(|(j, _)| j < i).is_some() {}
+                        let v = vals.next_if(|(j, _)| j == i).map(|(_, v)| v);
+                        fields.push(match v {
                             None | Some(Value::Null) => None,
                             Some(Value::Text(t)) => to_csv_field(t, &maps[*i])
                                 .map_err(|e| SinkFailure(e.to_string()))?,
@@ -238,7 +249,7 @@ impl StarRocksLoadSink {
                     if let Some(d) = deleted {
                         fields.push(Some(d.to_string()));
                     }
-                    fields.push(Some(op.to_string()));
+                    fields.push(Some(if op == 0 { "0" } else { "1" }.to_string()));
                     csv::write_row(&fields, &mut out);
                 }
                 Ok((
