@@ -10,12 +10,14 @@
 //! the last change in the slot and exits 0; stop exits 0; the slot is never dropped;
 //! `dbmazz status --json|pause|resume|drain`; the control token.
 
+mod grpc_support;
 mod support;
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use dbmazz::grpc::proto;
+use grpc_support::python::{python_ready, reflect_client};
 use proto::control_client::ControlClient;
 use proto::health_client::HealthClient;
 use proto::status_client::StatusClient;
@@ -880,35 +882,6 @@ async fn pause_holds_reading_and_loading_while_the_connection_lives_then_resume_
     assert!(!e.pg.log().contains("replication timeout"));
 }
 
-fn python_ready() -> bool {
-    let ok = |args: &[&str]| {
-        Command::new("python3")
-            .args(args)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    const CHECK: &str = "import grpc, grpc_reflection, google.protobuf";
-    if ok(&["-c", CHECK]) {
-        return true;
-    }
-    let install = [
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "grpcio",
-        "grpcio-reflection",
-        "protobuf",
-    ];
-    if !ok(&install) {
-        let mut user: Vec<&str> = install.to_vec();
-        user.extend(["--user", "--break-system-packages"]);
-        ok(&user);
-    }
-    ok(&["-c", CHECK])
-}
-
 /// CONTROL_TOKEN: control calls without it (tonic, CLI, Python) are Unauthenticated and
 /// change nothing; with it they work. Health and Status stay open. Then the generic
 /// Python reflection client calls every rpc of the running daemon, ending with
@@ -979,34 +952,7 @@ async fn control_token_and_the_python_reflection_client() {
         return;
     }
     let before = api.status().await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/grpc_support/reflect_client.py"
-    );
-    let addr = api.grpc.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args([script, &addr, TOKEN])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "python client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let services: Vec<&str> = v["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap())
-        .collect();
-    for s in ["dbmazz.v1.Health", "dbmazz.v1.Status", "dbmazz.v1.Control"] {
-        assert!(services.contains(&s), "{s} not in {services:?}");
-    }
+    let v = reflect_client(api.grpc.clone(), TOKEN).await;
     let health = &v["health"]["ok"];
     assert_eq!(health["serving"], true, "{v}");
     assert_eq!(health["state"], "running");

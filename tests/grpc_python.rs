@@ -5,41 +5,9 @@
 
 mod grpc_support;
 
-use std::process::Command;
-
 use dbmazz::grpc::state::ControlRequest;
+use grpc_support::python::{python_ready, reflect_client};
 use grpc_support::{Harness, TOKEN};
-
-const CHECK: &str = "import grpc, grpc_reflection, google.protobuf";
-
-fn python_ready() -> bool {
-    let ok = |args: &[&str]| {
-        Command::new("python3")
-            .args(args)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    if ok(&["-c", CHECK]) {
-        return true;
-    }
-    let install = [
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "grpcio",
-        "grpcio-reflection",
-        "protobuf",
-    ];
-    if !ok(&install) {
-        // PEP 668 environments refuse a plain install; try the user site.
-        let mut user: Vec<&str> = install.to_vec();
-        user.extend(["--user", "--break-system-packages"]);
-        ok(&user);
-    }
-    ok(&["-c", CHECK])
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_reflection_client_calls_every_rpc() {
@@ -52,34 +20,7 @@ async fn python_reflection_client_calls_every_rpc() {
         return;
     }
     let h = Harness::start(Some(TOKEN)).await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/grpc_support/reflect_client.py"
-    );
-    let addr = h.grpc.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args([script, &addr, TOKEN])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "python client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let services: Vec<&str> = v["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap())
-        .collect();
-    for s in ["dbmazz.v1.Health", "dbmazz.v1.Status", "dbmazz.v1.Control"] {
-        assert!(services.contains(&s), "{s} not in {services:?}");
-    }
+    let v = reflect_client(h.grpc.to_string(), TOKEN).await;
 
     let health = &v["health"]["ok"];
     assert_eq!(health["serving"], true, "{v}");

@@ -3,6 +3,8 @@
 //! requests, and the servers started on free ports.
 #![allow(dead_code)]
 
+pub mod python;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
