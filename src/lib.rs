@@ -12,6 +12,7 @@ pub mod config;
 pub mod connectors;
 pub mod core;
 pub mod daemon;
+pub mod failpoints;
 pub mod grpc;
 pub mod logging;
 pub mod pipeline;

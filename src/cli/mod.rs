@@ -110,6 +110,8 @@ pub enum SlotCommand {
 /// Entry point used by `main`: parses arguments, runs the command, maps the outcome to
 /// an exit code (0 ok, 1 error, 2 check found problems).
 pub fn main() -> ExitCode {
+    // Named failpoints from FAILPOINTS (only in builds with the `failpoints` feature).
+    let _failpoints = crate::failpoints::setup();
     let cli = Cli::parse();
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();

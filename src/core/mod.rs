@@ -2,6 +2,7 @@
 
 pub mod change;
 pub mod lsn;
+pub mod retry;
 
 pub use change::*;
 pub use lsn::{Lsn, ParseLsnError};

@@ -174,44 +174,8 @@ impl SinkError {
     }
 }
 
-/// Retry schedule for [`StreamLoadClient::load_with_retry`].
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    pub initial_delay: Duration,
-    pub max_delay: Duration,
-    /// Fraction of each delay that is randomised away (0.0 = none, 0.5 = up to half).
-    pub jitter: f64,
-    /// `None` (default) = retry for as long as it takes.
-    pub max_attempts: Option<u32>,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            initial_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(60),
-            jitter: 0.3,
-            max_attempts: None,
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The delay before retry number `attempt` (1-based): capped exponential with jitter.
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = attempt.saturating_sub(1).min(30);
-        let base = self
-            .initial_delay
-            .saturating_mul(1u32 << exp)
-            .min(self.max_delay);
-        let jitter = self.jitter.clamp(0.0, 1.0);
-        if jitter == 0.0 {
-            return base;
-        }
-        let factor = 1.0 - jitter * rand::random::<f64>();
-        base.mul_f64(factor)
-    }
-}
+/// Retry schedule for [`StreamLoadClient::load_with_retry`]: the project's one policy.
+pub use crate::core::retry::RetryPolicy;
 
 /// A deterministic Stream Load label (invariant 5): only `[-_A-Za-z0-9]`, at most 128
 /// characters, a function of the spool id, the target table, the sequence range and the
