@@ -16,6 +16,7 @@ use dbmazz::connectors::sources::postgres::replication::{
     ReplicationConnection, ReplicationMessage,
 };
 use dbmazz::connectors::sources::postgres::{client, setup};
+use dbmazz::core::retry::RetryPolicy;
 use dbmazz::core::{ChangeOp, CommitInfo, Lsn, OldKind, ReaderEvent, Value};
 use pg_scratch::{Options, PgCluster};
 use support::*;
@@ -741,8 +742,7 @@ async fn a_lost_connection_is_reestablished_and_resumes_after_the_last_transacti
     cfg.streaming = false;
     ensure(&cfg).await;
     let mut r = start_reader(&cfg, Lsn::ZERO, |o| {
-        o.reconnect_initial = Duration::from_millis(100);
-        o.reconnect_max = Duration::from_millis(500);
+        o.retry = RetryPolicy::new(Duration::from_millis(100), Duration::from_millis(500));
     });
     for i in 1..=3 {
         pg.psql("postgres", &format!("INSERT INTO items VALUES ({i})"))
@@ -787,5 +787,85 @@ async fn a_lost_connection_is_reestablished_and_resumes_after_the_last_transacti
         vec!["1", "2", "3", "4", "5", "6"],
         "restart at index {restart}"
     );
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_held_back_batch_shows_as_pending_and_is_handed_over_even_while_paused() {
+    let pg = PgCluster::start().unwrap();
+    pg.psql("postgres", SCHEMA).unwrap();
+    let mut cfg = source_config(&pg, &["items"]);
+    cfg.streaming = false;
+    ensure(&cfg).await;
+    // Batches of at most 5 events; every transaction is Begin, Insert, Commit, so each
+    // batch holds at least one commit. The channel holds 8 batches.
+    let mut r = start_reader(&cfg, Lsn::ZERO, |o| o.max_batch_events = 5);
+    let script: String = (1..=200)
+        .map(|i| format!("INSERT INTO items VALUES ({i});\n"))
+        .collect();
+    pg.psql("postgres", &script).unwrap();
+
+    // Nobody reads: 8 batches fill the channel, the 9th is held back.
+    let held = eventually(Duration::from_secs(20), || {
+        let s = r.status.borrow();
+        (s.pending_batch && s.held_back).then(|| s.clone())
+    })
+    .await;
+    let held = held.unwrap_or_else(|| panic!("no batch held back: {:?}", r.status.borrow()));
+
+    // Pause, then take the 8 queued batches: the held one is handed over although the
+    // reader is paused, and nothing more is read.
+    r.paused.send(true).unwrap();
+    let mut evs = Vec::new();
+    for _ in 0..9 {
+        let b = tokio::time::timeout(Duration::from_secs(10), r.rx.recv())
+            .await
+            .expect("the held batch was not handed over while paused")
+            .expect("reader ended");
+        evs.extend(b);
+    }
+    let last_handed = commits(&evs)
+        .last()
+        .expect("commits in the batches")
+        .end_lsn;
+    assert!(
+        held.last_commit_end < last_handed,
+        "last_commit_end counted a held-back batch: {held:?}, last commit handed over {last_handed}"
+    );
+    let after = eventually(Duration::from_secs(10), || {
+        let s = r.status.borrow();
+        (!s.pending_batch).then(|| s.clone())
+    })
+    .await
+    .unwrap_or_else(|| panic!("still pending after the hand-over: {:?}", r.status.borrow()));
+    assert!(after.held_back, "paused must hold reading back: {after:?}");
+    assert_eq!(
+        after.last_commit_end, last_handed,
+        "last_commit_end must be the last commit handed over: {after:?}"
+    );
+    assert!(
+        matches!(r.rx.try_recv(), Err(mpsc::error::TryRecvError::Empty)),
+        "the reader read while paused"
+    );
+
+    // Resume: the rest arrives, every row once.
+    r.paused.send(false).unwrap();
+    let done = commits(&evs).len();
+    evs.extend(
+        r.collect_until(Duration::from_secs(20), |e| done + commits(e).len() == 200)
+            .await,
+    );
+    let rows = evs
+        .iter()
+        .filter(|e| matches!(e, ReaderEvent::Change(_)))
+        .count();
+    assert_eq!(rows, 200);
+    let last = commits(&evs).last().unwrap().end_lsn;
+    let settled = eventually(Duration::from_secs(10), || {
+        let s = r.status.borrow();
+        (!s.pending_batch && s.last_commit_end == last).then_some(())
+    })
+    .await;
+    assert!(settled.is_some(), "{:?}", r.status.borrow());
     r.stop().await;
 }

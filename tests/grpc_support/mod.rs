@@ -150,6 +150,7 @@ impl Harness {
             received_lsn: Lsn(0x1_0000_0400),
             last_commit_end: Lsn(0x1_0000_0320),
             held_back: false,
+            pending_batch: false,
             reconnects: 2,
             keepalive_replies: 10,
             status_updates: 20,

@@ -53,6 +53,10 @@ pub enum SourceError {
     Server(ServerError),
     #[error("replication protocol error: {0}")]
     Protocol(String),
+    /// The server ended the replication stream on its own (clean shutdown, restart,
+    /// failover): reconnect.
+    #[error("PostgreSQL at {target} ended the replication stream ({how})")]
+    StreamEnded { target: String, how: &'static str },
     #[error("connection to PostgreSQL lost: {0}")]
     Io(#[from] std::io::Error),
     #[error("undecodable pgoutput message at {lsn}: {reason}")]
@@ -67,12 +71,16 @@ pub enum SourceError {
 }
 
 impl SourceError {
-    /// True when retrying later (reconnecting) may succeed.
+    /// True when retrying later (reconnecting) may succeed: the server is down, starting,
+    /// shutting down, restarting or failing over, or the network failed. Bad credentials,
+    /// missing privileges, a missing slot or publication, a certificate that does not
+    /// verify and protocol violations are permanent.
     pub fn is_transient(&self) -> bool {
         match self {
-            SourceError::Connect { .. } | SourceError::Io(_) | SourceError::TlsHandshake { .. } => {
+            SourceError::Connect { .. } | SourceError::Io(_) | SourceError::StreamEnded { .. } => {
                 true
             }
+            SourceError::TlsHandshake { source, .. } => !is_certificate_rejection(source),
             SourceError::Server(e) => is_transient_sqlstate(&e.code),
             SourceError::Query(e) => match e.code() {
                 Some(code) => is_transient_sqlstate(code.code()),
@@ -84,12 +92,88 @@ impl SourceError {
     }
 }
 
-/// SQLSTATEs worth a retry: connection exceptions, shutdown, too many connections,
-/// resource problems, serialization failures, "slot is active for another process".
-fn is_transient_sqlstate(code: &str) -> bool {
-    code.starts_with("08")
-        || code.starts_with("57P")
+/// SQLSTATEs worth a retry: connection exceptions (08), the server shutting down or
+/// being restarted (57P01 admin_shutdown, 57P02 crash_shutdown), not accepting
+/// connections yet or any more (57P03 cannot_connect_now: starting up, shutting down, in
+/// recovery), idle-session timeout (57P05), a cancelled statement (57014), insufficient
+/// resources incl. too many connections/WAL senders (53), serialization failures (40),
+/// "slot is active for another process" (55006, e.g. the old walsender is still
+/// exiting), system I/O errors (58000, 58030). 57P04 (database dropped) is permanent.
+pub fn is_transient_sqlstate(code: &str) -> bool {
+    matches!(
+        code,
+        "57P01" | "57P02" | "57P03" | "57P05" | "57014" | "55006" | "58000" | "58030"
+    ) || code.starts_with("08")
         || code.starts_with("53")
         || code.starts_with("40")
-        || code == "55006"
+}
+
+/// A TLS handshake that failed because the server's certificate was rejected (it will
+/// not verify on the next attempt either), as opposed to a connection cut mid-handshake.
+fn is_certificate_rejection(e: &std::io::Error) -> bool {
+    matches!(
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        Some(
+            rustls::Error::InvalidCertificate(_)
+                | rustls::Error::NoCertificatesPresented
+                | rustls::Error::UnsupportedNameType
+        )
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(code: &str) -> SourceError {
+        SourceError::Server(ServerError {
+            severity: "FATAL".into(),
+            code: code.into(),
+            message: "m".into(),
+            ..ServerError::default()
+        })
+    }
+
+    #[test]
+    fn shutdowns_restarts_and_connection_failures_are_transient() {
+        for code in [
+            "57P01", "57P02", "57P03", "08006", "08P01", "53300", "55006", "40001",
+        ] {
+            assert!(server(code).is_transient(), "{code}");
+        }
+        let ended = SourceError::StreamEnded {
+            target: "h:5432".into(),
+            how: "CommandComplete",
+        };
+        assert!(ended.is_transient());
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(SourceError::Io(reset).is_transient());
+    }
+
+    #[test]
+    fn credentials_privileges_and_missing_objects_are_permanent() {
+        // 28P01 bad password, 42501 no privilege, 42704 slot/publication missing,
+        // 57P04 database dropped, 55000 e.g. wal_level or an invalidated slot.
+        for code in [
+            "28P01", "28000", "42501", "42704", "57P04", "55000", "58P01",
+        ] {
+            assert!(!server(code).is_transient(), "{code}");
+        }
+        assert!(!SourceError::Auth("x".into()).is_transient());
+        let bad_cert = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        let e = SourceError::TlsHandshake {
+            target: "h:5432".into(),
+            source: bad_cert,
+        };
+        assert!(!e.is_transient());
+        let cut = SourceError::TlsHandshake {
+            target: "h:5432".into(),
+            source: std::io::ErrorKind::UnexpectedEof.into(),
+        };
+        assert!(cut.is_transient());
+    }
 }

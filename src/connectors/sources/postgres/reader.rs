@@ -12,6 +12,11 @@
 //! - 8, restart resumes exactly: after a connection loss the stream restarts at the end
 //!   of the last complete transaction handed over, preceded by [`ReaderEvent::Restart`]
 //!   so the consumer drops what was unfinished; PostgreSQL re-sends it whole.
+//! - 13, unavailability is waited out: a server that ends the stream, shuts down,
+//!   restarts, is starting up or fails over is reconnected with the project's
+//!   [`RetryPolicy`] backoff for as long as it takes; only permanent errors end `run`.
+//! - [`ReaderStatus::last_commit_end`] only ever counts what was handed to the consumer;
+//!   a batch decoded but held back shows as [`ReaderStatus::pending_batch`].
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +28,7 @@ use super::conninfo::PgConnInfo;
 use super::error::SourceError;
 use super::pgoutput::{Decoder, DecoderState};
 use super::replication::{ReplicationConnection, ReplicationMessage};
+use crate::core::retry::RetryPolicy;
 use crate::core::{Lsn, ReaderEvent};
 
 /// Reader settings.
@@ -39,9 +45,8 @@ pub struct ReaderOptions {
     pub max_batch_events: usize,
     /// ...or this many payload bytes.
     pub max_batch_bytes: usize,
-    /// Reconnect backoff: first delay and cap.
-    pub reconnect_initial: Duration,
-    pub reconnect_max: Duration,
+    /// Reconnect backoff (unbounded attempts by default: outages are waited out).
+    pub retry: RetryPolicy,
 }
 
 impl ReaderOptions {
@@ -54,8 +59,7 @@ impl ReaderOptions {
             status_interval: Duration::from_secs(5),
             max_batch_events: 2048,
             max_batch_bytes: 4 << 20,
-            reconnect_initial: Duration::from_millis(200),
-            reconnect_max: Duration::from_secs(30),
+            retry: RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(30)),
         }
     }
 }
@@ -68,10 +72,15 @@ pub struct ReaderStatus {
     pub protocol_version: u32,
     /// Highest WAL position received (reported as write_lsn).
     pub received_lsn: Lsn,
-    /// End of the last complete transaction handed to the consumer.
+    /// End of the last complete transaction handed to the consumer (never one that is
+    /// only decoded and held back).
     pub last_commit_end: Lsn,
-    /// Reading is held back: the consumer is slow, the spool is full, or paused.
+    /// Reading is held back: the consumer is slow, the spool is full, or paused (also
+    /// while paused and disconnected).
     pub held_back: bool,
+    /// A decoded batch is held back, not yet handed to the spool writer; false once it is
+    /// handed over (or dropped with a lost connection, to be re-read after the reconnect).
+    pub pending_batch: bool,
     pub reconnects: u64,
     pub keepalive_replies: u64,
     pub status_updates: u64,
@@ -111,12 +120,13 @@ impl Reader {
         (Reader { opts, out, status }, rx)
     }
 
-    /// Runs until shutdown (Ok) or a permanent error. Transient errors reconnect with
-    /// capped exponential backoff, resuming after the last complete transaction.
+    /// Runs until shutdown (Ok) or a permanent error. Transient errors reconnect with the
+    /// [`RetryPolicy`] backoff, resuming after the last complete transaction.
     pub async fn run(self, start: Lsn, mut control: ReaderControl) -> Result<(), SourceError> {
         let mut resume = start;
-        let mut delay = self.opts.reconnect_initial;
+        let mut backoff = self.opts.retry.backoff();
         let mut first = true;
+        let mut paused_open = true;
         loop {
             if *control.shutdown.borrow() {
                 return Ok(());
@@ -126,22 +136,42 @@ impl Reader {
                 Ok(Ended::Shutdown) => return Ok(()),
                 Err((e, last_commit)) => {
                     resume = resume.max(last_commit);
+                    let paused = *control.paused.borrow();
                     self.status.send_modify(|s| {
                         s.connected = false;
+                        // A held batch died with the connection; PostgreSQL re-sends it.
+                        s.pending_batch = false;
+                        s.held_back = paused;
+                        s.last_commit_end = s.last_commit_end.max(last_commit);
                         s.last_error = Some(e.to_string());
                     });
                     if !e.is_transient() {
                         return Err(e);
                     }
+                    // A session that streamed for a while starts the schedule over.
                     if attempt_started.elapsed() > Duration::from_secs(30) {
-                        delay = self.opts.reconnect_initial;
+                        backoff.reset();
                     }
-                    warn!(error = %e, retry_in = ?delay, resume_at = %resume, "replication connection lost; reconnecting");
-                    tokio::select! {
-                        _ = tokio::time::sleep(jitter(delay)) => {}
-                        _ = control.shutdown.changed() => return Ok(()),
+                    let Some(delay) = backoff.next_delay() else {
+                        return Err(e);
+                    };
+                    warn!(error = %e, retry_in = ?delay, attempt = backoff.attempts(), resume_at = %resume, "replication connection lost; reconnecting");
+                    let sleep = tokio::time::sleep(delay);
+                    tokio::pin!(sleep);
+                    loop {
+                        tokio::select! {
+                            _ = &mut sleep => break,
+                            _ = control.shutdown.changed() => return Ok(()),
+                            changed = control.paused.changed(), if paused_open => {
+                                if changed.is_err() {
+                                    paused_open = false;
+                                    continue;
+                                }
+                                let paused = *control.paused.borrow();
+                                self.status.send_modify(|s| s.held_back = paused);
+                            }
+                        }
                     }
-                    delay = (delay * 2).min(self.opts.reconnect_max);
                     first = false;
                     self.status.send_modify(|s| s.reconnects += 1);
                 }
@@ -219,23 +249,43 @@ impl Reader {
             let paused = *control.paused.borrow();
             let reading = pending.is_none() && !paused;
             let held_back = !reading;
-            if self.status.borrow().held_back != held_back {
-                self.status.send_modify(|s| s.held_back = held_back);
-            }
+            // One consistent picture: a batch is either pending or counted in
+            // last_commit_end, never both and never neither.
+            let pending_batch = pending.is_some();
+            self.status.send_if_modified(|s| {
+                let received = s.received_lsn.max(received);
+                let changed = s.held_back != held_back
+                    || s.pending_batch != pending_batch
+                    || s.last_commit_end != last_commit
+                    || s.received_lsn != received;
+                s.held_back = held_back;
+                s.pending_batch = pending_batch;
+                s.last_commit_end = last_commit;
+                s.received_lsn = received;
+                changed
+            });
             tokio::select! {
                 biased;
                 changed = control.shutdown.changed() => {
                     // A dropped sender also means: stop.
                     if changed.is_err() || *control.shutdown.borrow() {
                         // Hand over what was read, report, and end the stream cleanly.
+                        let mut handed = true;
                         if let Some(p) = pending.take() {
-                            let _ = self.out.send(p).await;
+                            handed &= self.out.send(p).await.is_ok();
                         }
                         if !batch.is_empty() {
-                            let _ = self.out.send(std::mem::take(&mut batch)).await;
+                            handed &= self.out.send(std::mem::take(&mut batch)).await.is_ok();
                         }
+                        if handed {
+                            last_commit = pending_commit;
+                        }
+                        self.status.send_modify(|s| {
+                            s.pending_batch = false;
+                            s.last_commit_end = last_commit;
+                        });
                         let flush = *control.confirmed.borrow();
-                        let _ = conn.send_status(received, flush, false).await;
+                        let _ = send_status(&mut conn, received, flush).await;
                         let _ = conn.stop_replication().await;
                         conn.close().await;
                         info!("replication stopped");
@@ -252,8 +302,7 @@ impl Reader {
                 msg = conn.next_message(), if reading => {
                     let msg = msg.map_err(|e| fail(e, last_commit))?;
                     let Some(mut msg) = msg else {
-                        return Err(fail(SourceError::Io(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof, "the server ended the replication stream")), last_commit));
+                        return Err(fail(stream_ended(&conn), last_commit));
                     };
                     // Take everything already buffered in one go (natural batching).
                     loop {
@@ -277,7 +326,7 @@ impl Reader {
                                 if reply_requested {
                                     let idle = pending.is_none() && batch.is_empty() && decoder.state() == DecoderState::Idle;
                                     let flush = flush_to_report(*control.confirmed.borrow(), last_commit, idle, server_end);
-                                    conn.send_status(received, flush, false).await.map_err(|e| fail(e, last_commit))?;
+                                    send_status(&mut conn, received, flush).await.map_err(|e| fail(e, last_commit))?;
                                     last_status = Instant::now();
                                     self.status.send_modify(|s| {
                                         s.keepalive_replies += 1;
@@ -291,6 +340,8 @@ impl Reader {
                         }
                         match conn.next_message().now_or_never() {
                             Some(Ok(Some(m))) => msg = m,
+                            // The end of the stream is seen (again) by the next read,
+                            // after this batch is handed over.
                             Some(Ok(None)) | None => break,
                             Some(Err(e)) => return Err(fail(e, last_commit)),
                         }
@@ -310,17 +361,13 @@ impl Reader {
                             }
                         }
                     }
-                    self.status.send_modify(|s| {
-                        s.received_lsn = received;
-                        s.last_commit_end = last_commit;
-                    });
                 }
                 changed = control.confirmed.changed(), if confirmed_open => {
                     if changed.is_err() { confirmed_open = false; continue; }
                     let idle = pending.is_none() && batch.is_empty() && decoder.state() == DecoderState::Idle;
                     let flush = flush_to_report(*control.confirmed.borrow(), last_commit, idle, server_end);
                     if flush > self.status.borrow().reported_flush_lsn {
-                        conn.send_status(received, flush, false).await.map_err(|e| fail(e, last_commit))?;
+                        send_status(&mut conn, received, flush).await.map_err(|e| fail(e, last_commit))?;
                         last_status = Instant::now();
                         self.status.send_modify(|s| { s.status_updates += 1; s.reported_flush_lsn = flush; });
                     }
@@ -335,7 +382,7 @@ impl Reader {
                     if last_status.elapsed() >= every {
                         let idle = pending.is_none() && batch.is_empty() && decoder.state() == DecoderState::Idle;
                         let flush = flush_to_report(*control.confirmed.borrow(), last_commit, idle, server_end);
-                        conn.send_status(received, flush, false).await.map_err(|e| fail(e, last_commit))?;
+                        send_status(&mut conn, received, flush).await.map_err(|e| fail(e, last_commit))?;
                         last_status = Instant::now();
                         self.status.send_modify(|s| { s.status_updates += 1; s.reported_flush_lsn = flush; });
                     }
@@ -358,10 +405,23 @@ fn flush_to_report(confirmed: Lsn, last_commit: Lsn, idle: bool, server_end: Lsn
     }
 }
 
-/// Adds up to 20% random jitter so many daemons do not reconnect in lockstep.
-fn jitter(d: Duration) -> Duration {
-    let f: f64 = rand::random::<f64>() * 0.2;
-    d + d.mul_f64(f)
+/// Sends a standby status update (write = received, flush/apply = `flush`).
+async fn send_status(
+    conn: &mut ReplicationConnection,
+    received: Lsn,
+    flush: Lsn,
+) -> Result<(), SourceError> {
+    conn.send_status(received, flush, false).await?;
+    crate::failpoints::crash(crate::failpoints::READER_AFTER_STATUS);
+    Ok(())
+}
+
+/// The transient error for a stream the server ended on its own.
+fn stream_ended(conn: &ReplicationConnection) -> SourceError {
+    SourceError::StreamEnded {
+        target: conn.target().to_string(),
+        how: conn.stream_end().unwrap_or("end of stream"),
+    }
 }
 
 #[cfg(test)]

@@ -46,6 +46,8 @@ pub struct ReplicationConnection {
     params: HashMap<String, String>,
     target: String,
     in_copy: bool,
+    /// How the server ended the replication stream, once it did.
+    stream_end: Option<&'static str>,
 }
 
 impl ReplicationConnection {
@@ -126,6 +128,7 @@ impl ReplicationConnection {
             params: HashMap::new(),
             target,
             in_copy: false,
+            stream_end: None,
         };
         conn.startup(info).await?;
         Ok(conn)
@@ -242,6 +245,12 @@ impl ReplicationConnection {
         self.params.get(name).map(String::as_str)
     }
 
+    /// How the server ended the replication stream (`CopyDone`, `CommandComplete`, ...),
+    /// after [`Self::next_message`] returned `None`.
+    pub fn stream_end(&self) -> Option<&'static str> {
+        self.stream_end
+    }
+
     /// Where this connection goes (host:port or socket path), for logs.
     pub fn target(&self) -> &str {
         &self.target
@@ -347,8 +356,13 @@ impl ReplicationConnection {
         }
     }
 
-    /// The next replication message; `None` when the server ended the stream.
-    /// Cancel-safe.
+    /// The next replication message; `None` when the server ended the stream on its own
+    /// ([`Self::stream_end`] says how). Cancel-safe.
+    ///
+    /// A walsender that stops cleanly (fast shutdown, restart, switchover) ends the COPY
+    /// with CopyDone, or with CommandComplete/ReadyForQuery and no CopyDone at all (what
+    /// `WalSndDone` sends once the client has flushed everything): all of them mean "the
+    /// stream is over", not a protocol violation.
     pub async fn next_message(&mut self) -> Result<Option<ReplicationMessage>, SourceError> {
         loop {
             match self.read_message().await? {
@@ -357,8 +371,11 @@ impl ReplicationConnection {
                         .map_err(|e| SourceError::Protocol(e.to_string()))?;
                     return Ok(Some(msg));
                 }
-                backend::Message::CopyDone => {
+                end @ (backend::Message::CopyDone
+                | backend::Message::CommandComplete(_)
+                | backend::Message::ReadyForQuery(_)) => {
                     self.in_copy = false;
+                    self.stream_end = Some(message_name(&end));
                     return Ok(None);
                 }
                 backend::Message::ErrorResponse(body) => {
@@ -493,6 +510,7 @@ pub fn server_error(body: &backend::ErrorResponseBody) -> Result<ServerError, So
 fn message_name(m: &backend::Message) -> &'static str {
     match m {
         backend::Message::CommandComplete(_) => "CommandComplete",
+        backend::Message::CopyDone => "CopyDone",
         backend::Message::CopyInResponse(_) => "CopyInResponse",
         backend::Message::CopyOutResponse(_) => "CopyOutResponse",
         backend::Message::DataRow(_) => "DataRow",
