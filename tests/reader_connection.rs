@@ -181,14 +181,98 @@ async fn tls_modes_behave_like_libpq() {
             .await
             .is_err()
     );
-    // verify-full: a name not in the certificate fails, and so does an unknown CA.
-    for (host, root) in [("127.0.0.1", true), ("localhost", false)] {
-        let err = match ReplicationConnection::connect(&conninfo(&url(host, "verify-full", root)))
+    // verify-full: a name not in the certificate fails, permanently, saying why.
+    let err =
+        match ReplicationConnection::connect(&conninfo(&url("127.0.0.1", "verify-full", true)))
             .await
         {
-            Ok(_) => panic!("verify-full accepted host {host} (sslrootcert: {root})"),
+            Ok(_) => panic!("verify-full accepted a host name not in the certificate"),
             Err(e) => e,
         };
-        assert!(matches!(err, SourceError::TlsHandshake { .. }), "{err:?}");
+    assert!(matches!(err, SourceError::TlsHandshake { .. }), "{err:?}");
+    assert!(!err.is_transient(), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("the host name must also be in the certificate"),
+        "{err}"
+    );
+    // A CA the server's certificate does not chain to.
+    let other_ca = ca_dir.path().join("other.pem");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::write(&other_ca, params.self_signed(&key).unwrap().pem()).unwrap();
+    let u = format!(
+        "postgres://tls_user:tls-pw@localhost:{}/postgres?sslmode=verify-ca&sslrootcert={}",
+        pg.port(),
+        other_ca.display()
+    );
+    let err = match ReplicationConnection::connect(&conninfo(&u)).await {
+        Ok(_) => panic!("verify-ca accepted a certificate from another CA"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, SourceError::TlsHandshake { .. }), "{err:?}");
+    assert!(!err.is_transient(), "{err:?}");
+}
+
+/// `dbmazz check` with `HOME` pointing at `home`, for sslrootcert's libpq default.
+fn check_with_home(url: &str, home: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dbmazz"))
+        .arg("check")
+        .env_clear()
+        .env("HOME", home)
+        .env("SOURCE_URL", url)
+        .env("TABLES", "no_such_table")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn verify_modes_without_sslrootcert_use_root_crt_or_are_refused_like_libpq() {
+    let (pg, ca_dir) = tls_cluster();
+    let home = tempfile::tempdir().unwrap();
+    for mode in ["verify-ca", "verify-full"] {
+        let url = format!(
+            "postgres://tls_user:tls-pw@localhost:{}/postgres?sslmode={mode}",
+            pg.port()
+        );
+        // No sslrootcert and no ~/.postgresql/root.crt: refused before connecting, not
+        // "any public CA for any host".
+        let out = check_with_home(&url, home.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        let want = format!(
+            "sslmode={mode} needs the CA that signed the server's certificate, but sslrootcert is not set and the default {} does not exist",
+            home.path().join(".postgresql/root.crt").display()
+        );
+        assert!(err.contains(&want), "{err}");
+        assert!(err.contains("set sslrootcert=/path/to/ca.pem"), "{err}");
+        assert!(!err.contains("tls-pw"), "{err}");
+    }
+    // With the CA at libpq's default place, both modes connect (the report then names
+    // the missing table: exit 2, not a connection error).
+    std::fs::create_dir(home.path().join(".postgresql")).unwrap();
+    std::fs::copy(
+        ca_dir.path().join("ca.pem"),
+        home.path().join(".postgresql/root.crt"),
+    )
+    .unwrap();
+    for mode in ["verify-ca", "verify-full"] {
+        let url = format!(
+            "postgres://tls_user:tls-pw@localhost:{}/postgres?sslmode={mode}",
+            pg.port()
+        );
+        let out = check_with_home(&url, home.path());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("public.no_such_table does not exist"),
+            "{text}"
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! PostgreSQL connection parameters parsed from a libpq-style string (URL or key=value).
 //!
 //! tokio-postgres parses most of it; the TLS modes it lacks (`verify-ca`, `verify-full`)
-//! and `sslrootcert` are taken out first and handled here. The password stays a
-//! [`SecretString`] and `Debug` never shows it.
+//! and `sslrootcert` are taken out first and handled here, with libpq's rules
+//! (`sslrootcert=system` means the system's CAs and requires `verify-full`). The password
+//! stays a [`SecretString`]; neither `Debug` nor any error shows it or the string.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -26,6 +27,17 @@ pub enum SslMode {
 }
 
 impl SslMode {
+    /// The libpq name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
+    }
+
     fn parse(s: &str) -> Option<Self> {
         match s {
             "disable" => Some(Self::Disable),
@@ -38,6 +50,15 @@ impl SslMode {
     }
 }
 
+/// Where the CA certificates that verify the server come from (`sslrootcert`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootCert {
+    /// A PEM file.
+    File(PathBuf),
+    /// `sslrootcert=system`: the system's trusted CAs (libpq 16+).
+    System,
+}
+
 /// Where to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Host {
@@ -46,15 +67,23 @@ pub enum Host {
     Unix(PathBuf),
 }
 
+/// How a connection string is written, for error messages.
+const FORMS: &str = "write it as postgres://user:password@host:port/dbname?sslmode=... or as key=value pairs (host=... port=... user=... dbname=...)";
+
 /// Errors in the connection string. Never contains the string itself (it may hold a
 /// password).
 #[derive(Debug, thiserror::Error)]
 pub enum ConnInfoError {
-    #[error("invalid connection string: {0}")]
+    /// The reason (an option name, never a value).
+    #[error("invalid connection string: {0}; {FORMS}")]
     Invalid(String),
-    #[error("invalid sslmode {0:?}: expected disable, prefer, require, verify-ca or verify-full")]
+    #[error(
+        "invalid sslmode {0:?}: expected disable, allow, prefer, require, verify-ca or verify-full"
+    )]
     SslMode(String),
-    #[error("no user given (add user=... or postgres://user@host/db)")]
+    #[error("sslmode={0} may not be used with sslrootcert=system, which trusts every public CA: that is only safe when the host name is checked too; use sslmode=verify-full (or sslrootcert=FILE with your own CA)")]
+    WeakWithSystemRoots(&'static str),
+    #[error("no user given: add user=... (or postgres://user@host/dbname)")]
     NoUser,
 }
 
@@ -67,7 +96,7 @@ pub struct PgConnInfo {
     pub password: Option<SecretString>,
     pub dbname: String,
     pub sslmode: SslMode,
-    pub sslrootcert: Option<PathBuf>,
+    pub sslrootcert: Option<RootCert>,
     pub application_name: String,
     pub connect_timeout: std::time::Duration,
 }
@@ -91,9 +120,16 @@ impl PgConnInfo {
     /// Parses a libpq connection string or URL.
     pub fn parse(conn: &SecretString) -> Result<Self, ConnInfoError> {
         let (rest, sslmode, sslrootcert) = take_ssl_params(conn.expose_secret())?;
+        let sslmode = match (sslmode, &sslrootcert) {
+            // libpq 16+: sslrootcert=system defaults to verify-full and refuses weaker modes.
+            (None, Some(RootCert::System)) => SslMode::VerifyFull,
+            (Some(m), Some(RootCert::System)) if m != SslMode::VerifyFull => {
+                return Err(ConnInfoError::WeakWithSystemRoots(m.name()))
+            }
+            (m, _) => m.unwrap_or(SslMode::Prefer),
+        };
         let cfg = tokio_postgres::Config::from_str(&rest)
-            // tokio-postgres errors can quote the input: keep only a generic reason.
-            .map_err(|e| ConnInfoError::Invalid(redact_reason(&e.to_string())))?;
+            .map_err(|e| ConnInfoError::Invalid(parse_reason(&e)))?;
         let mut hosts: Vec<Host> = cfg
             .get_hosts()
             .iter()
@@ -187,14 +223,21 @@ impl PgConnInfo {
     }
 }
 
-fn redact_reason(msg: &str) -> String {
-    // tokio-postgres messages look like "invalid connection string: <reason>"; drop any
-    // quoted fragment that could be part of the input.
-    msg.split('"').step_by(2).collect::<Vec<_>>().join("\"…\"")
+/// Why tokio-postgres refused the string. Its own message is only "invalid connection
+/// string"; the reason is the error's source (an option name, or a fixed text). The one
+/// reason that quotes the input ("... but got `c`") is cut before the quote.
+fn parse_reason(e: &tokio_postgres::Error) -> String {
+    let reason = std::error::Error::source(e)
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| "it could not be parsed".to_string());
+    match reason.find(": expected `") {
+        Some(i) => reason[..i].to_string(),
+        None => reason,
+    }
 }
 
 /// Removes `sslmode` and `sslrootcert` from a URL's query or a key=value string.
-fn take_ssl_params(s: &str) -> Result<(String, SslMode, Option<PathBuf>), ConnInfoError> {
+fn take_ssl_params(s: &str) -> Result<(String, Option<SslMode>, Option<RootCert>), ConnInfoError> {
     let mut sslmode = None;
     let mut rootcert = None;
     let mut take = |k: &str, v: &str| -> Result<bool, ConnInfoError> {
@@ -204,7 +247,10 @@ fn take_ssl_params(s: &str) -> Result<(String, SslMode, Option<PathBuf>), ConnIn
                 Ok(true)
             }
             "sslrootcert" => {
-                rootcert = Some(PathBuf::from(v));
+                rootcert = Some(match v {
+                    "system" => RootCert::System,
+                    path => RootCert::File(PathBuf::from(path)),
+                });
                 Ok(true)
             }
             _ => Ok(false),
@@ -242,7 +288,7 @@ fn take_ssl_params(s: &str) -> Result<(String, SslMode, Option<PathBuf>), ConnIn
         }
         kept.join(" ")
     };
-    Ok((rest, sslmode.unwrap_or(SslMode::Prefer), rootcert))
+    Ok((rest, sslmode, rootcert))
 }
 
 /// Splits a key=value string on whitespace outside single quotes.
@@ -305,7 +351,10 @@ mod tests {
         assert_eq!(c.password.as_ref().unwrap().expose_secret(), "s3cret");
         assert_eq!(c.dbname, "app");
         assert_eq!(c.sslmode, SslMode::VerifyFull);
-        assert_eq!(c.sslrootcert, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(
+            c.sslrootcert,
+            Some(RootCert::File(PathBuf::from("/ca.pem")))
+        );
         assert_eq!(c.application_name, "x");
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("s3cret"), "{dbg}");
@@ -336,5 +385,74 @@ mod tests {
             PgConnInfo::parse(&SecretString::from("host=h dbname=d".to_string())),
             Err(ConnInfoError::NoUser)
         ));
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    fn err(s: &str) -> String {
+        PgConnInfo::parse(&SecretString::from(s.to_string()))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_bad_string_says_what_is_wrong_once_and_how_to_write_it() {
+        assert_eq!(
+            err("postgres://u:pw@h:notaport/db"),
+            format!("invalid connection string: invalid value for option `port`; {FORMS}")
+        );
+        assert_eq!(
+            err("postgres://u:pw@h/db?foo=bar"),
+            format!("invalid connection string: unknown option `foo`; {FORMS}")
+        );
+        assert_eq!(
+            err("nonsense"),
+            format!("invalid connection string: unexpected EOF; {FORMS}")
+        );
+        let e = err("user=u password='s3cret");
+        assert_eq!(
+            e,
+            format!(
+                "invalid connection string: unterminated quoted connection parameter value; {FORMS}"
+            )
+        );
+        // The one tokio-postgres reason that quotes the input is cut before the quote.
+        let e = err("user=u password s3cret");
+        assert_eq!(
+            e,
+            format!("invalid connection string: unexpected character at byte 16; {FORMS}")
+        );
+        for s in [
+            "postgres://u:pw@h:notaport/db",
+            "host=h user=u password=s3cret bogus=1",
+        ] {
+            let e = err(s);
+            assert_eq!(e.matches("invalid connection string").count(), 1, "{e}");
+            assert!(!e.contains("s3cret") && !e.contains(":pw@"), "{e}");
+        }
+    }
+
+    #[test]
+    fn sslrootcert_system_means_verify_full_as_in_libpq() {
+        let c = PgConnInfo::parse(&SecretString::from(
+            "postgres://u@h/d?sslrootcert=system".to_string(),
+        ))
+        .unwrap();
+        assert_eq!(c.sslmode, SslMode::VerifyFull);
+        assert_eq!(c.sslrootcert, Some(RootCert::System));
+        for mode in ["verify-ca", "require", "prefer", "disable"] {
+            let e = err(&format!("host=h user=u sslmode={mode} sslrootcert=system"));
+            let want = SslMode::parse(mode).unwrap().name();
+            assert!(
+                e.starts_with(&format!(
+                    "sslmode={want} may not be used with sslrootcert=system"
+                )),
+                "{e}"
+            );
+            assert!(e.contains("use sslmode=verify-full"), "{e}");
+        }
     }
 }

@@ -38,16 +38,20 @@ pub enum SourceError {
         target: String,
         source: std::io::Error,
     },
-    #[error("TLS: {0}")]
+    #[error("{0}")]
     Tls(#[from] TlsError),
-    #[error("TLS handshake with {target} failed: {source}")]
+    #[error(
+        "TLS handshake with {target} failed: {source}{}",
+        handshake_hint(source)
+    )]
     TlsHandshake {
         target: String,
         source: std::io::Error,
     },
-    #[error("the server at {0} does not accept TLS but sslmode requires it")]
+    #[error("the server at {0} does not accept TLS but sslmode requires it; enable ssl on the server or use sslmode=prefer")]
     TlsRefused(String),
-    #[error("authentication failed: {0}")]
+    /// The server refused the login (or asked for a method dbmazz lacks).
+    #[error("cannot log in to PostgreSQL: {0}")]
     Auth(String),
     #[error("PostgreSQL error: {0}")]
     Server(ServerError),
@@ -64,8 +68,14 @@ pub enum SourceError {
         lsn: crate::core::Lsn,
         reason: String,
     },
-    #[error("PostgreSQL query failed: {0}")]
+    #[error("PostgreSQL: {}", pg_error_text(.0))]
     Query(#[from] tokio_postgres::Error),
+    /// An ordinary (non-replication) connection could not be opened.
+    #[error("cannot connect to PostgreSQL at {target}: {}", pg_error_text(source))]
+    ClientConnect {
+        target: String,
+        source: tokio_postgres::Error,
+    },
     #[error("{0}")]
     Setup(String),
 }
@@ -82,11 +92,13 @@ impl SourceError {
             }
             SourceError::TlsHandshake { source, .. } => !is_certificate_rejection(source),
             SourceError::Server(e) => is_transient_sqlstate(&e.code),
-            SourceError::Query(e) => match e.code() {
-                Some(code) => is_transient_sqlstate(code.code()),
-                // No SQLSTATE: the connection itself failed.
-                None => true,
-            },
+            SourceError::Query(e) | SourceError::ClientConnect { source: e, .. } => {
+                match e.code() {
+                    Some(code) => is_transient_sqlstate(code.code()),
+                    // No SQLSTATE: the connection itself failed.
+                    None => true,
+                }
+            }
             _ => false,
         }
     }
@@ -106,6 +118,41 @@ pub fn is_transient_sqlstate(code: &str) -> bool {
     ) || code.starts_with("08")
         || code.starts_with("53")
         || code.starts_with("40")
+}
+
+/// The whole story of a tokio-postgres error: its own Display is only the kind ("db
+/// error", "error connecting to server"); the server's message or the I/O cause is in
+/// its source. Never contains a password (tokio-postgres does not put one in errors).
+pub fn pg_error_text(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return ServerError {
+            severity: db.severity().to_string(),
+            code: db.code().code().to_string(),
+            message: db.message().to_string(),
+            detail: db.detail().map(str::to_string),
+            hint: db.hint().map(str::to_string),
+        }
+        .to_string();
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+fn handshake_hint(e: &std::io::Error) -> &'static str {
+    if is_certificate_rejection(e) {
+        "; the server's certificate does not verify against sslrootcert (with sslmode=verify-full the host name must also be in the certificate): fix sslrootcert, or the certificate, or connect by the name the certificate holds"
+    } else {
+        ""
+    }
 }
 
 /// A TLS handshake that failed because the server's certificate was rejected (it will

@@ -155,7 +155,9 @@ impl ReplicationConnection {
                 .as_ref()
                 .map(|p| p.expose_secret().as_bytes().to_vec())
                 .ok_or_else(|| {
-                    SourceError::Auth("the server asks for a password but none was given".into())
+                    SourceError::Auth(
+                        "the server asks for a password but none was given; put it in the connection string or set SOURCE_PASSWORD".into(),
+                    )
                 })
         };
         let mut scram: Option<ScramSha256> = None;
@@ -225,7 +227,9 @@ impl ReplicationConnection {
                     let err = server_error(&body)?;
                     // 28xxx = invalid authorization: permanent, say so plainly.
                     return Err(if err.code.starts_with("28") {
-                        SourceError::Auth(err.to_string())
+                        SourceError::Auth(format!(
+                            "{err}; check the user and password (SOURCE_URL, SOURCE_PASSWORD) and the server's pg_hba.conf"
+                        ))
                     } else {
                         SourceError::Server(err)
                     });
