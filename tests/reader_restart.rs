@@ -355,6 +355,10 @@ async fn restart_under_the_reader(how: Outage, streaming: bool) {
     }
     let st = status.borrow().clone();
     assert!(st.reconnects >= 1 && st.connected, "{st:?}");
+    if let Outage::Down(_) = how {
+        // Attempts failed while the server was down (refused), and were retried.
+        assert!(st.reconnects >= 2, "{st:?}");
+    }
 
     shutdown.send(true).unwrap();
     let ended: Result<(), SourceError> = tokio::time::timeout(Duration::from_secs(20), reader_task)

@@ -869,3 +869,81 @@ async fn a_held_back_batch_shows_as_pending_and_is_handed_over_even_while_paused
     assert!(settled.is_some(), "{:?}", r.status.borrow());
     r.stop().await;
 }
+
+#[tokio::test]
+async fn changes_of_every_partition_arrive_under_the_partitioned_root() {
+    let pg = PgCluster::start().unwrap();
+    pg.psql(
+        "postgres",
+        "CREATE TABLE m (id int, k int, v text, PRIMARY KEY (id, k)) PARTITION BY RANGE (k);
+         CREATE TABLE m_low PARTITION OF m FOR VALUES FROM (0) TO (100);
+         CREATE TABLE m_high PARTITION OF m FOR VALUES FROM (100) TO (200) PARTITION BY RANGE (k);
+         CREATE TABLE m_high_a PARTITION OF m_high FOR VALUES FROM (100) TO (150);
+         CREATE TABLE m_high_b PARTITION OF m_high FOR VALUES FROM (150) TO (200);",
+    )
+    .unwrap();
+    let mut cfg = source_config(&pg, &["m"]);
+    cfg.streaming = false;
+    ensure(&cfg).await;
+    let root: u32 = pg
+        .psql("postgres", "SELECT 'm'::regclass::oid")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut r = start_reader(&cfg, Lsn::ZERO, |_| {});
+    // (PostgreSQL does not publish a TRUNCATE of a single partition when publishing
+    // through the root: pgoutput skips it. Only the root's TRUNCATE arrives.)
+    pg.psql(
+        "postgres",
+        "INSERT INTO m VALUES (1, 10, 'low'), (2, 120, 'high a'), (3, 170, 'high b');
+         INSERT INTO m_high_b VALUES (4, 180, 'straight into a partition');
+         UPDATE m SET v = 'moved', k = 130 WHERE id = 1;
+         DELETE FROM m WHERE id = 3;
+         TRUNCATE m;",
+    )
+    .unwrap();
+    let evs = r
+        .collect_until(Duration::from_secs(20), |e| commits(e).len() == 5)
+        .await;
+    let rels: Vec<_> = evs
+        .iter()
+        .filter_map(|e| match e {
+            ReaderEvent::Relation(r) => Some((r.id, r.namespace.clone(), r.name.clone())),
+            _ => None,
+        })
+        .collect();
+    // The root's schema comes first; PostgreSQL also sends each leaf's own Relation
+    // (pgoutput's maybe_send_schema), but no change refers to it.
+    assert_eq!(
+        rels.first(),
+        Some(&(root, "public".to_string(), "m".to_string())),
+        "{rels:?}"
+    );
+    let changes: Vec<_> = evs
+        .iter()
+        .filter_map(|e| match e {
+            ReaderEvent::Change(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    // 4 inserts, the cross-partition update (delete + insert), 1 delete, the truncate.
+    assert!(changes.len() >= 7, "{changes:#?}");
+    for c in &changes {
+        assert_eq!(c.relation, root, "a change under a partition: {c:?}");
+        if let ChangeOp::Truncate { relations, .. } = &c.op {
+            assert_eq!(relations, &vec![root], "{c:?}");
+        }
+    }
+    let inserted: BTreeSet<String> = changes
+        .iter()
+        .filter_map(|c| match &c.op {
+            ChangeOp::Insert { new } => Some(text(&new[0])),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        inserted,
+        ["1", "2", "3", "4"].iter().map(|s| s.to_string()).collect()
+    );
+    r.stop().await;
+}
