@@ -180,7 +180,8 @@ impl Reader {
     }
 
     /// One connection's life. On error, returns it with the end LSN of the last complete
-    /// transaction handed over (or pending), where the next session resumes.
+    /// transaction handed over (a held-back batch is dropped: PostgreSQL re-sends it),
+    /// where the next session resumes.
     async fn session(
         &self,
         resume: Lsn,
