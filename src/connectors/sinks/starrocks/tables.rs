@@ -126,13 +126,17 @@ fn is_auth_code(code: u16) -> bool {
 /// MySQL server errors that pass: too many connections, shutdown in progress, lock wait
 /// timeout, deadlock, interrupted query, network read/write errors on the server side,
 /// killed connection, statement timeout; SQLSTATE classes 08 (connection exception) and
-/// 40 (transaction rollback).
+/// 40 (transaction rollback); and SQLSTATE HY000, the general error under which the
+/// StarRocks FE reports its internal failures (no backend alive during a restart, a
+/// leader change, a timeout): retried loudly rather than stopping on a passing problem.
+/// Syntax and access errors (class 42) and the codes above stay permanent.
 fn is_transient_server_error(code: u16, state: &str) -> bool {
     matches!(
         code,
         1040 | 1053 | 1205 | 1213 | 1317 | 1158 | 1159 | 1160 | 1161 | 1927 | 3024
     ) || state.starts_with("08")
         || state.starts_with("40")
+        || state == "HY000"
 }
 
 /// An I/O error said once, by its kind.
@@ -754,6 +758,26 @@ mod tests {
         assert!(incompatible(&SrType::Varchar(400), &col("varchar", "varchar(65533)")).is_none());
         assert!(incompatible(&SrType::Json, &col("varchar", "varchar(10)")).is_some());
         assert!(incompatible(&SrType::DateTime, &col("datetime", "datetime")).is_none());
+    }
+
+    #[test]
+    fn server_errors_are_classified_by_code_and_sqlstate() {
+        assert!(is_auth_code(1045) && is_auth_code(1698) && !is_auth_code(1064));
+        assert!(is_transient_server_error(1040, "08004"));
+        assert!(
+            is_transient_server_error(1064, "HY000"),
+            "StarRocks's general error"
+        );
+        assert!(is_transient_server_error(9999, "08S01"));
+        assert!(!is_transient_server_error(1064, "42000"), "syntax");
+        assert!(
+            !is_transient_server_error(1060, "42S21"),
+            "duplicate column"
+        );
+        assert!(
+            !is_transient_server_error(1049, "42000"),
+            "unknown database"
+        );
     }
 
     #[test]
