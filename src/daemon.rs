@@ -20,7 +20,7 @@ use crate::connectors::sources::postgres::replication::ReplicationConnection;
 use crate::connectors::sources::postgres::{client, setup};
 use crate::core::Lsn;
 use crate::grpc::state::{ControlRequest, DaemonHandle, DaemonState, HandleInner};
-use crate::pipeline::loader::{LoadSink, Loader, LoaderControl, LoaderOptions};
+use crate::pipeline::loader::{LoadSink, Loader, LoaderControl, LoaderOptions, RetryNote};
 use crate::spool::{writer, GroupCommit, Spool, SpoolOptions};
 
 /// Capacity of the reader → spool-writer channel, in batches.
@@ -40,9 +40,18 @@ pub async fn run(cfg: Config) -> Result<(), CliError> {
     let pg = client::connect(&cfg.source.conn).await?;
     setup::inspect(&pg, &cfg.source).await?.ready()?;
     drop(pg);
-    let sink = crate::pipeline::starrocks::StarRocksLoadSink::connect(&cfg, &sink_cfg)
+    // The sink needs PostgreSQL (the catalog) but not StarRocks: an outage at start is
+    // waited out (invariant 13); the loader checks each target again before loading.
+    let sink = crate::connectors::sinks::starrocks::StarRocksLoadSink::new(&cfg, &sink_cfg)
         .await
-        .map_err(|e| CliError::Other(format!("StarRocks: {e}")))?;
+        .map_err(|e| CliError::Other(format!("StarRocks sink: {e}")))?;
+    match sink.check_targets(&RetryNote::detached()).await {
+        Ok(()) => {}
+        Err(e) if e.is_transient() => {
+            warn!(error = %e, "the StarRocks targets could not be checked at start; changes are spooled and the targets are checked again before the first load")
+        }
+        Err(e) => return Err(CliError::Other(format!("StarRocks: {e}"))),
+    }
     run_with_sink(cfg, Arc::new(sink)).await
 }
 

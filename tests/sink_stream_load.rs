@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use dbmazz::config::{DeleteMode, SinkConfig, SinkFormat};
 use dbmazz::connectors::sinks::starrocks::{
-    csv, map_column, write_json_value, LoadFormat, LoadRequest, LoadStatus, RetryPolicy, SinkError,
-    StreamLoadClient,
+    csv, map_column, write_json_value, FailureKind, LoadFormat, LoadRequest, LoadStatus,
+    RejectReason, RetryPolicy, SinkError, StreamLoadClient,
 };
 use dbmazz::connectors::sources::postgres::catalog::PgType;
 use secrecy::SecretString;
@@ -49,7 +49,11 @@ async fn double() -> StarRocksDouble {
     sr
 }
 
+/// A JSON load; `rows` is the number of objects in the body (what the counts must match).
 fn req(label: &str, body: &str) -> LoadRequest {
+    let rows = serde_json::from_str::<Vec<serde_json::Value>>(body)
+        .map(|v| v.len())
+        .unwrap_or(0);
     LoadRequest {
         database: "db".into(),
         table: "t".into(),
@@ -58,7 +62,7 @@ fn req(label: &str, body: &str) -> LoadRequest {
         format: LoadFormat::Json,
         columns: None,
         partial_update: false,
-        rows: 1,
+        rows,
     }
 }
 
@@ -206,13 +210,7 @@ async fn status_fail_permanent_stops_at_once() {
         .await
         .unwrap_err();
     assert!(
-        matches!(
-            e,
-            SinkError::Rejected {
-                transient: false,
-                ..
-            }
-        ),
+        matches!(&e, SinkError::Refused { failure, .. } if failure.kind == FailureKind::Permanent),
         "{e:?}"
     );
     sr.stop().await;
@@ -233,7 +231,10 @@ async fn http_5xx_is_transient() {
         .load(&req("h1", r#"[{"id":1,"v":"x"}]"#))
         .await
         .unwrap_err();
-    assert!(matches!(e, SinkError::Http { status: 503, .. }), "{e:?}");
+    assert!(
+        matches!(&e, SinkError::Refused { failure, .. } if failure.http_status == 503),
+        "{e:?}"
+    );
     assert!(e.is_transient());
     sr.set_fault(
         Fault::Http5xx {
@@ -335,10 +336,12 @@ async fn filtered_rows_are_a_permanent_error_with_the_error_log() {
         .await
         .unwrap_err();
     assert!(!e.is_transient());
-    let SinkError::Filtered(f) = &e else {
+    let SinkError::Rejected(f) = &e else {
         panic!("{e:?}")
     };
-    assert!(f.filtered >= 1, "{e}");
+    assert!(f.counts.filtered >= 1, "{e}");
+    assert_eq!(f.reason, RejectReason::Filtered);
+    assert!(!f.label_committed, "a Fail aborts the transaction: {e}");
     assert!(
         f.error_url
             .as_deref()
@@ -513,6 +516,7 @@ async fn csv_body_round_trips_every_character() {
     let c = StreamLoadClient::new(&cfg(&sr, true, "pw", Duration::from_secs(10))).unwrap();
     let mut r = req("csv1", "");
     r.body = Bytes::from(body);
+    r.rows = values.len() + 1;
     r.format = LoadFormat::Csv;
     r.columns = Some(vec!["id".into(), "v".into()]);
     c.load(&r).await.unwrap();
@@ -544,5 +548,166 @@ async fn partial_update_keeps_unlisted_columns() {
     let rows = sr.rows("db", "t").unwrap();
     assert_eq!(rows[0]["v"], json!("b"));
     assert_eq!(rows[0]["w"], json!("toast"));
+    sr.stop().await;
+}
+
+const THREE: &str = r#"[{"id":1,"v":"a"},{"id":2,"v":"b"},{"id":3,"v":"c"}]"#;
+
+/// Issue 9, case 1: StarRocks answers `Success` (or `Publish Timeout`) but filtered rows
+/// with max_filter_ratio 0. The label is committed, so this must be a typed rejection that
+/// says so (a retry would be "already loaded" and lose the rows), never a success.
+#[tokio::test]
+async fn success_with_filtered_rows_is_a_rejection_with_the_label_committed() {
+    let sr = double().await;
+    let c = StreamLoadClient::new(&cfg(&sr, false, "pw", Duration::from_secs(10))).unwrap();
+    sr.set_fault(Fault::FilteredSuccess { rows: 1 }, FaultDuration::Count(1));
+    let e = c
+        .load_with_retry(&req("fs", THREE), &fast(), |e, _, _| {
+            panic!("no retry: {e}")
+        })
+        .await
+        .unwrap_err();
+    assert!(!e.is_transient());
+    assert_eq!(
+        e.kind(),
+        FailureKind::Rejected {
+            reason: RejectReason::Filtered,
+            label_committed: true
+        }
+    );
+    let SinkError::Rejected(r) = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!((r.rows_sent, r.counts.loaded, r.counts.filtered), (3, 2, 1));
+    let url = r.error_url.clone().expect("ErrorURL");
+    assert!(r.first_errors.is_some(), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.starts_with(
+            "StarRocks committed the load into t (label fs) without all its rows: 1 of 3 rows failed its data checks"
+        ) && text.contains(&url)
+            && text.contains("must be loaded again under a new label"),
+        "{text}"
+    );
+    // The double did commit the label: a retry would be counted as loaded.
+    let again = c.load(&req("fs", THREE)).await.unwrap();
+    assert_eq!(again.status, LoadStatus::AlreadyLoaded);
+    assert_eq!(sr.rows("db", "t").unwrap().len(), 2);
+    sr.stop().await;
+}
+
+/// With a configured max_filter_ratio, rows filtered within it are a (loud) success.
+#[tokio::test]
+async fn filtered_rows_within_a_configured_ratio_are_loaded() {
+    let sr = double().await;
+    let mut conf = cfg(&sr, false, "pw", Duration::from_secs(10));
+    conf.max_filter_ratio = 0.5;
+    let c = StreamLoadClient::new(&conf).unwrap();
+    sr.set_fault(Fault::FilterRows { rows: 1 }, FaultDuration::Count(1));
+    let o = c.load(&req("ratio", THREE)).await.unwrap();
+    assert_eq!(o.status, LoadStatus::Success);
+    assert_eq!((o.loaded_rows, o.filtered_rows), (2, 1));
+    // Beyond the ratio (StarRocks misbehaving): rejected.
+    sr.set_fault(Fault::FilteredSuccess { rows: 2 }, FaultDuration::Count(1));
+    let e = c
+        .load(&req("ratio2", r#"[{"id":4},{"id":5},{"id":6}]"#))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            FailureKind::Rejected {
+                reason: RejectReason::Filtered,
+                label_committed: true
+            }
+        ),
+        "{e}"
+    );
+    sr.stop().await;
+}
+
+/// Counts that do not add up to the rows sent are a rejection whatever the ratio.
+#[tokio::test]
+async fn counts_that_do_not_add_up_are_rejected_whatever_the_ratio() {
+    let sr = double().await;
+    for (i, ratio) in [0.0, 0.9].into_iter().enumerate() {
+        let mut conf = cfg(&sr, true, "pw", Duration::from_secs(10));
+        conf.max_filter_ratio = ratio;
+        let c = StreamLoadClient::new(&conf).unwrap();
+        sr.set_fault(Fault::LoseRows { rows: 1 }, FaultDuration::Count(1));
+        let label = format!("lost{i}");
+        let e = c
+            .load_with_retry(&req(&label, THREE), &fast(), |e, _, _| {
+                panic!("no retry: {e}")
+            })
+            .await
+            .unwrap_err();
+        let SinkError::Rejected(r) = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(r.reason, RejectReason::CountMismatch);
+        assert!(r.label_committed);
+        assert!(
+            e.to_string().contains(
+                "its row counts do not add up: 3 rows sent, 2 loaded + 0 filtered + 0 unselected"
+            ),
+            "{e}"
+        );
+    }
+    sr.stop().await;
+}
+
+/// A refused connection is said once: which node, which setting, the cause.
+#[tokio::test]
+async fn a_refused_connection_is_said_once() {
+    let sr = double().await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut conf = cfg(&sr, false, "pw", Duration::from_secs(10));
+    conf.fe_url = url::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+    let c = StreamLoadClient::new(&conf).unwrap();
+    let e = c.load(&req("x1", THREE)).await.unwrap_err();
+    assert!(e.is_transient());
+    assert_eq!(
+        e.to_string(),
+        format!("stream load into t (label x1): cannot connect to the StarRocks FE at 127.0.0.1:{port} (SINK_URL): connection refused")
+    );
+    conf.be_url = Some(conf.fe_url.clone());
+    let c = StreamLoadClient::new(&conf).unwrap();
+    let e = c.load(&req("x2", THREE)).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("stream load into t (label x2): cannot connect to the StarRocks FE at 127.0.0.1:{port} (SINK_URL): connection refused")
+    );
+    sr.stop().await;
+}
+
+/// A load the BE holds and commits late (the client gave up waiting): the retry with the
+/// same label is told RUNNING, waits for the label, and counts it as loaded, once.
+#[tokio::test]
+async fn a_late_commit_is_waited_for_with_the_same_label() {
+    let sr = double().await;
+    let c = StreamLoadClient::new(&cfg(&sr, false, "pw", Duration::from_secs(1))).unwrap();
+    sr.set_fault(
+        Fault::LateCommit {
+            commit_after_ms: 3000,
+        },
+        FaultDuration::Count(1),
+    );
+    let retried = AtomicU32::new(0);
+    let o = c
+        .load_with_retry(&req("late", THREE), &fast(), |e, _, _| {
+            assert!(e.is_transient(), "{e}");
+            retried.fetch_add(1, Ordering::SeqCst);
+        })
+        .await
+        .unwrap();
+    assert!(retried.load(Ordering::SeqCst) >= 1);
+    assert_eq!(o.status, LoadStatus::AlreadyLoaded);
+    assert_eq!(sr.rows("db", "t").unwrap().len(), 3);
+    let labels: Vec<_> = sr.loads().iter().map(|l| l.label.clone()).collect();
+    assert!(labels.iter().all(|l| l == "late"), "{labels:?}");
     sr.stop().await;
 }

@@ -65,7 +65,7 @@ async fn double() -> StarRocksDouble {
 async fn missing_table_is_reported_or_created_then_checked() {
     let sr = double().await;
     let keys = vec!["id".to_string()];
-    let admin = TableAdmin::connect(&cfg(&sr, false)).await.unwrap();
+    let admin = TableAdmin::new(&cfg(&sr, false));
     let e = admin
         .ensure_table("public.orders", "orders", &cols(false), &keys)
         .await
@@ -73,7 +73,7 @@ async fn missing_table_is_reported_or_created_then_checked() {
     assert!(matches!(e, TableError::Missing { .. }), "{e}");
     assert!(e.to_string().contains("PRIMARY KEY(`id`)"), "{e}");
 
-    let admin = TableAdmin::connect(&cfg(&sr, true)).await.unwrap();
+    let admin = TableAdmin::new(&cfg(&sr, true));
     assert_eq!(
         admin
             .ensure_table("public.orders", "orders", &cols(false), &keys)
@@ -109,7 +109,7 @@ async fn incompatible_tables_list_the_differences() {
     let sr = double().await;
     sr.create_table("db", "CREATE TABLE orders (id INT NOT NULL, amount DECIMAL(10,4) NULL, note VARCHAR(10) NULL, at DATETIME NULL) PRIMARY KEY(id) DISTRIBUTED BY HASH(id)").unwrap();
     sr.create_table("db", "CREATE TABLE other__orders (note VARCHAR(100) NOT NULL, id BIGINT NOT NULL, amount DECIMAL(12,2) NULL, at DATETIME NULL) PRIMARY KEY(note) DISTRIBUTED BY HASH(note)").unwrap();
-    let admin = TableAdmin::connect(&cfg(&sr, true)).await.unwrap();
+    let admin = TableAdmin::new(&cfg(&sr, true));
     let keys = vec!["id".to_string()];
     let e = admin
         .ensure_table("public.orders", "orders", &cols(false), &keys)
@@ -138,7 +138,7 @@ async fn truncate_empties_the_table() {
     )
     .unwrap();
     sr.execute_sql(Some("db"), "INSERT INTO t VALUES (1)").ok();
-    let admin = TableAdmin::connect(&cfg(&sr, false)).await.unwrap();
+    let admin = TableAdmin::new(&cfg(&sr, false));
     admin.truncate("t").await.unwrap();
     assert!(sr.rows("db", "t").unwrap().is_empty());
     sr.stop().await;
@@ -149,12 +149,69 @@ async fn bad_password_and_unreachable_port_fail_clearly() {
     let sr = double().await;
     let mut c = cfg(&sr, false);
     c.password = SecretString::from("wrong-s3cret".to_string());
-    let e = TableAdmin::connect(&c).await.unwrap_err().to_string();
-    assert!(!e.contains("wrong-s3cret"), "{e}");
+    let e = TableAdmin::new(&c).ping().await.unwrap_err();
+    assert!(matches!(e, TableError::Auth { .. }), "{e:?}");
+    assert!(!e.is_transient(), "{e}");
+    let text = format!("{e} {e:?}");
+    assert!(!text.contains("wrong-s3cret"), "{text}");
+    assert!(
+        e.to_string().contains("check SINK_USER and SINK_PASSWORD"),
+        "{e}"
+    );
+
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
     let mut c = cfg(&sr, false);
-    c.mysql_port = 1;
-    let t0 = std::time::Instant::now();
-    assert!(TableAdmin::connect(&c).await.is_err());
-    assert!(t0.elapsed() < Duration::from_secs(10));
+    c.mysql_port = port;
+    // No I/O at construction.
+    let admin = TableAdmin::new(&c);
+    let e = admin.ping().await.unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!("cannot connect to the StarRocks FE MySQL port 127.0.0.1:{port} (SINK_URL host, SINK_PORT): connection refused")
+    );
+    sr.stop().await;
+}
+
+/// The connection opens lazily, survives the port going away (transient errors, no
+/// panic, no hang) and is reopened when the port is back.
+#[tokio::test]
+async fn the_connection_is_reopened_after_a_loss() {
+    let sr = double().await;
+    sr.create_table(
+        "db",
+        "CREATE TABLE t (id BIGINT NOT NULL) PRIMARY KEY(id) DISTRIBUTED BY HASH(id)",
+    )
+    .unwrap();
+    let admin = TableAdmin::new(&cfg(&sr, false));
+    admin.ping().await.unwrap();
+    let down = sr.set_fault(
+        starrocks_double::Fault::Down {
+            node: starrocks_double::Node::Mysql,
+        },
+        starrocks_double::FaultDuration::Forever,
+    );
+    let e = admin.truncate("t").await.unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert!(
+        matches!(e, TableError::Connect { .. } | TableError::Lost { .. }),
+        "{e:?}"
+    );
+    sr.remove_fault(down);
+    let start = std::time::Instant::now();
+    loop {
+        match admin.ping().await {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(e.is_transient(), "{e}");
+                assert!(start.elapsed() < Duration::from_secs(30), "never back: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    admin.truncate("t").await.unwrap();
     sr.stop().await;
 }

@@ -82,23 +82,119 @@ pub enum LoadResult {
     AlreadyLoaded,
 }
 
-/// A sink error that stops the pipeline (transient ones are retried inside the sink).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SinkFailure(pub String);
+/// What kind of sink failure it is: decides what the caller does with it. Decided where
+/// the failure arises (from the target's reply or the driver's error kind), never by
+/// reading an error message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkFailureKind {
+    /// Worth retrying as is (the target or the catalog is unreachable, back-pressure, an
+    /// ambiguous outcome that the same label settles). `load`, `prepare` and `truncate`
+    /// retry these themselves; only calls that do not retry (such as a start-up check)
+    /// return them.
+    Transient,
+    /// Retrying cannot help until an operator acts (bad credentials, incompatible target
+    /// schema, missing target table, unmapped type, no primary key). The pipeline stops,
+    /// keeping the spool and the slot.
+    Permanent,
+    /// The target refused rows of this load (data quality: filtered rows, or row counts
+    /// that do not add up). Permanent for this data; see [`RejectedLoad`] for what the
+    /// loader must do with the label.
+    Rejected(Box<RejectedLoad>),
+}
+
+/// A load whose rows the target refused, in full or in part.
+///
+/// When `label_committed` is true the target COMMITTED the label (for example StarRocks
+/// answered `Success` with `NumberFilteredRows > 0`, or with counts that do not add up):
+/// a retry or a restart with the same label is answered "already loaded" and would lose
+/// the refused rows silently. The loader must record the label as rejected and, once the
+/// operator has fixed the target, reload that window under a new label. When false, the
+/// target aborted the transaction and the label may be reused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedLoad {
+    /// Target table.
+    pub table: String,
+    pub label: String,
+    /// Where the target keeps the refused rows and why (StarRocks `ErrorURL`).
+    pub error_url: Option<String>,
+    /// Rows in the body sent.
+    pub rows_sent: u64,
+    pub rows_loaded: u64,
+    pub rows_filtered: u64,
+    pub rows_unselected: u64,
+    /// Whether the label is used up at the target (see the type's docs).
+    pub label_committed: bool,
+}
+
+/// A sink error: its kind, and a message that says what is wrong and what to do.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SinkFailure {
+    pub kind: SinkFailureKind,
+    pub message: String,
+}
+
+impl SinkFailure {
+    /// A failure worth retrying.
+    pub fn transient(message: impl Into<String>) -> Self {
+        SinkFailure {
+            kind: SinkFailureKind::Transient,
+            message: message.into(),
+        }
+    }
+
+    /// A failure that needs an operator.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        SinkFailure {
+            kind: SinkFailureKind::Permanent,
+            message: message.into(),
+        }
+    }
+
+    /// Rows refused by the target.
+    pub fn rejected(load: RejectedLoad, message: impl Into<String>) -> Self {
+        SinkFailure {
+            kind: SinkFailureKind::Rejected(Box::new(load)),
+            message: message.into(),
+        }
+    }
+
+    /// Whether retrying as is may succeed.
+    pub fn is_transient(&self) -> bool {
+        self.kind == SinkFailureKind::Transient
+    }
+
+    /// The refused load, for [`SinkFailureKind::Rejected`].
+    pub fn rejected_load(&self) -> Option<&RejectedLoad> {
+        match &self.kind {
+            SinkFailureKind::Rejected(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// What the sink knows about a prepared relation version that the loader needs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PreparedTable {
+    /// Positions in `relation.columns` of the source table's primary key columns (from
+    /// the catalog, not from pgoutput's key flags, which follow the replica identity), in
+    /// key order.
+    pub key_columns: Vec<usize>,
+}
 
 /// Where the loader puts rows. The StarRocks implementation retries transient failures
 /// itself (for as long as it takes) and returns only success or a permanent failure.
 pub trait LoadSink: Send + Sync + 'static {
     /// Target table name for a relation (for labels and counters).
     fn target_name(&self, relation: &Relation) -> String;
-    /// Makes the target ready for this relation version (check / create / add columns).
+    /// Makes the target ready for this relation version (check / create / add columns),
+    /// and says where the relation's primary key columns are.
     fn prepare(
         &self,
         relation: &Relation,
         rel_version: u32,
         note: &RetryNote,
-    ) -> impl Future<Output = Result<(), SinkFailure>> + Send;
+    ) -> impl Future<Output = Result<PreparedTable, SinkFailure>> + Send;
     fn load(
         &self,
         batch: LoadBatch<'_>,
@@ -155,7 +251,7 @@ pub struct Loader<S: LoadSink> {
     confirmed: watch::Sender<Lsn>,
     epoch: u32,
     relations: HashMap<(RelationId, u32), Arc<Relation>>,
-    prepared: HashMap<(RelationId, u32), ()>,
+    prepared: HashMap<(RelationId, u32), PreparedTable>,
 }
 
 /// A window of records planned but not yet loaded.
@@ -430,8 +526,8 @@ impl<S: LoadSink> Loader<S> {
                 if let std::collections::hash_map::Entry::Vacant(e) = rels.entry(v) {
                     let r = self.relation(id, v)?;
                     if !self.prepared.contains_key(&(id, v)) {
-                        self.sink.prepare(&r, v, &note).await?;
-                        self.prepared.insert((id, v), ());
+                        let prepared = self.sink.prepare(&r, v, &note).await?;
+                        self.prepared.insert((id, v), prepared);
                     }
                     e.insert(r);
                 }
@@ -538,9 +634,9 @@ async fn run_table<S: LoadSink>(
                 after_truncate,
                 ..
             } => {
-                let rel = rels
-                    .get(rel_version)
-                    .ok_or_else(|| SinkFailure(format!("no schema for version {rel_version}")))?;
+                let rel = rels.get(rel_version).ok_or_else(|| {
+                    SinkFailure::permanent(format!("no schema for version {rel_version}"))
+                })?;
                 let target = sink.target_name(rel);
                 // See the module docs: after a truncate, not reusable across runs on purpose.
                 let label = crate::connectors::sinks::starrocks::label(
@@ -584,7 +680,7 @@ async fn run_table<S: LoadSink>(
                 let rel = rels
                     .values()
                     .next()
-                    .ok_or_else(|| SinkFailure("truncate without a schema".into()))?;
+                    .ok_or_else(|| SinkFailure::permanent("truncate without a schema"))?;
                 let target = sink.target_name(rel);
                 info!(table = %rel.qualified_name(), target = %target, seq, "applying TRUNCATE");
                 sink.truncate(rel, note).await?;

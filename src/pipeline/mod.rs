@@ -1,12 +1,12 @@
 //! The loader: drains the spool to the sink and advances the confirmed LSN.
 //!
 //! `plan` turns spool records into ordered per-table steps (pure); `loader` reads
-//! durable records, executes the steps through the StarRocks sink and advances the
+//! durable records, executes the steps through a `LoadSink` (the StarRocks one lives in
+//! `connectors::sinks::starrocks::sink`) and advances the
 //! loaded mark and the confirmed LSN (invariants 1, 4, 5, 10).
 
 pub mod loader;
 pub mod plan;
-pub mod starrocks;
 
 #[cfg(test)]
 mod tests;

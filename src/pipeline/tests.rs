@@ -36,8 +36,13 @@ impl LoadSink for FakeSink {
         relation.name.clone()
     }
 
-    async fn prepare(&self, _r: &Relation, _v: u32, _n: &RetryNote) -> Result<(), SinkFailure> {
-        Ok(())
+    async fn prepare(
+        &self,
+        _r: &Relation,
+        _v: u32,
+        _n: &RetryNote,
+    ) -> Result<PreparedTable, SinkFailure> {
+        Ok(PreparedTable::default())
     }
 
     async fn load(&self, b: LoadBatch<'_>) -> Result<LoadResult, SinkFailure> {
@@ -45,7 +50,7 @@ impl LoadSink for FakeSink {
         let attempt = st.attempts;
         st.attempts += 1;
         if st.fail_at.contains(&attempt) {
-            return Err(SinkFailure(format!(
+            return Err(SinkFailure::permanent(format!(
                 "injected permanent failure at load {attempt}"
             )));
         }
@@ -86,7 +91,7 @@ impl LoadSink for FakeSink {
             }
         }
         if st.fail_after_apply.contains(&attempt) {
-            return Err(SinkFailure(format!(
+            return Err(SinkFailure::permanent(format!(
                 "injected failure after load {attempt} applied"
             )));
         }

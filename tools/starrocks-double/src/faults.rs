@@ -74,6 +74,28 @@ pub enum Fault {
         /// How long the job runs (ms).
         hold_ms: u64,
     },
+    /// The first `rows` rows of a load fail data-quality checks, yet the BE commits the
+    /// rest and answers `Success` with `NumberFilteredRows` = rows and an `ErrorURL`,
+    /// whatever `max_filter_ratio` says (what a client must not take for a full load).
+    FilteredSuccess {
+        /// Rows filtered.
+        rows: u64,
+    },
+    /// The first `rows` rows of a load vanish: the BE commits the rest and answers
+    /// `Success` with `NumberTotalRows` = rows received but `NumberLoadedRows` = rows
+    /// applied and no filtered rows, so the counts do not add up.
+    LoseRows {
+        /// Rows lost.
+        rows: u64,
+    },
+    /// The BE reads the body and begins the transaction (label PREPARE: a retry with the
+    /// same label gets `Label Already Exists` / `RUNNING`), never answers, and commits
+    /// after `commit_after_ms` even if the client has gone away; then it drops the
+    /// connection if the client is still there.
+    LateCommit {
+        /// Delay before the commit (ms).
+        commit_after_ms: u64,
+    },
     /// Begin fails with "current running txns on db ... larger than limit ...".
     TooManyTxns,
     /// The FE redirects to this host:port instead of the BE (e.g. an unreachable address).
@@ -319,5 +341,13 @@ mod tests {
         );
         let v: Fault = serde_json::from_str(r#"{"kind":"down","node":"be"}"#).expect("parse");
         assert_eq!(v, Fault::Down { node: Node::Be });
+        let v: Fault =
+            serde_json::from_str(r#"{"kind":"late_commit","commit_after_ms":5}"#).expect("parse");
+        assert_eq!(v, Fault::LateCommit { commit_after_ms: 5 });
+        let v: Fault =
+            serde_json::from_str(r#"{"kind":"filtered_success","rows":2}"#).expect("parse");
+        assert_eq!(v, Fault::FilteredSuccess { rows: 2 });
+        let v: Fault = serde_json::from_str(r#"{"kind":"lose_rows","rows":1}"#).expect("parse");
+        assert_eq!(v, Fault::LoseRows { rows: 1 });
     }
 }

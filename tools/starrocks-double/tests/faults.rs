@@ -394,3 +394,110 @@ async fn control_endpoint() {
     c.post(format!("{ctl}/reset")).send().await.expect("reset");
     assert!(sr.rows("db", "t").is_err());
 }
+
+/// `late_commit`: the load is received and its transaction begun, the client gets no
+/// answer and goes away; meanwhile the label is RUNNING (a retry is refused, get_load_state
+/// says PREPARE); then the double commits anyway.
+#[tokio::test]
+async fn late_commit_holds_the_label_running_then_commits_after_the_client_left() {
+    let sr = start().await;
+    sr.set_fault(
+        Fault::LateCommit {
+            commit_after_ms: 4000,
+        },
+        FaultDuration::Count(1),
+    );
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .expect("client");
+    let e = impatient
+        .put(format!("{}/api/db/t/_stream_load", sr.be_http_url()))
+        .header("Authorization", AUTH)
+        .header("label", "late1")
+        .header("format", "json")
+        .body(ROW)
+        .send()
+        .await
+        .expect_err("no answer while the commit is held");
+    assert!(e.is_timeout(), "{e}");
+    drop(impatient); // the client's connection is gone
+    let entry = sr.label("db", "late1").expect("the transaction was begun");
+    assert_eq!(entry.state, starrocks_double::TxnState::Prepare);
+    let v = load(&sr, "t", &[("label", "late1"), ("format", "json")], ROW).await;
+    assert_eq!(
+        (v["Status"].clone(), v["ExistingJobStatus"].clone()),
+        (json!("Label Already Exists"), json!("RUNNING"))
+    );
+    let r = get(
+        &format!("{}/api/db/get_load_state?label=late1", sr.fe_http_url()),
+        true,
+    )
+    .await;
+    assert_eq!(r.json()["state"], "PREPARE");
+    assert!(sr.rows("db", "t").expect("rows").is_empty());
+    // Committed later although nobody waits for it.
+    let start = std::time::Instant::now();
+    while sr.label("db", "late1").map(|e| e.state) != Some(starrocks_double::TxnState::Visible) {
+        assert!(start.elapsed() < Duration::from_secs(60), "never committed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sr.rows("db", "t").expect("rows").len(), 1);
+    let v = load(&sr, "t", &[("label", "late1"), ("format", "json")], ROW).await;
+    assert_eq!(v["ExistingJobStatus"], "FINISHED");
+    let rec = sr
+        .loads()
+        .into_iter()
+        .find(|l| l.label == "late1" && l.committed)
+        .expect("the late load is in the log");
+    assert!(!rec.replied, "the late load was never answered");
+}
+
+/// `filtered_success` and `lose_rows`: `Success` replies whose rows are not all there.
+#[tokio::test]
+async fn success_replies_with_missing_rows() {
+    let sr = start().await;
+    let rows = r#"[{"id":1,"name":"a"},{"id":2,"name":"b"},{"id":3,"name":"c"}]"#;
+    let h = [
+        ("format", "json"),
+        ("strip_outer_array", "true"),
+        ("max_filter_ratio", "0"),
+    ];
+    sr.set_fault(Fault::FilteredSuccess { rows: 1 }, FaultDuration::Count(1));
+    let mut hl = h.to_vec();
+    hl.push(("label", "fs1"));
+    let v = load(&sr, "t", &hl, rows).await;
+    assert_eq!(v["Status"], "Success");
+    assert_eq!(
+        (
+            v["NumberTotalRows"].clone(),
+            v["NumberLoadedRows"].clone(),
+            v["NumberFilteredRows"].clone()
+        ),
+        (json!(3), json!(2), json!(1))
+    );
+    assert!(v["ErrorURL"].is_string());
+    assert_eq!(sr.rows("db", "t").expect("rows").len(), 2);
+    assert_eq!(
+        sr.label("db", "fs1").expect("label").state,
+        starrocks_double::TxnState::Visible,
+        "the label is committed"
+    );
+
+    sr.set_fault(Fault::LoseRows { rows: 2 }, FaultDuration::Count(1));
+    let mut hl = h.to_vec();
+    hl.push(("label", "lr1"));
+    let body = r#"[{"id":4,"name":"d"},{"id":5,"name":"e"},{"id":6,"name":"f"}]"#;
+    let v = load(&sr, "t", &hl, body).await;
+    assert_eq!(v["Status"], "Success");
+    assert_eq!(
+        (
+            v["NumberTotalRows"].clone(),
+            v["NumberLoadedRows"].clone(),
+            v["NumberFilteredRows"].clone()
+        ),
+        (json!(3), json!(1), json!(0))
+    );
+    assert_eq!(sr.rows("db", "t").expect("rows").len(), 3);
+    assert!(sr.faults().is_empty());
+}

@@ -1,10 +1,13 @@
-//! StarRocks Stream Load client: FE 307 followed by hand (keeping `Authorization`), full
-//! response checks, failure classification and retries with the same label.
+//! StarRocks Stream Load client: the I/O of a load (FE 307 followed by hand, keeping
+//! `Authorization`; the body to the BE; `get_load_state`; the error log), retries with the
+//! same label, and deterministic labels. What a reply means is decided by the pure
+//! [`super::reply`] module; this module only turns transport failures into typed errors.
 //!
 //! Keeps invariant 5 (deterministic labels, reused on every retry), 6 (HTTP 200 is not
-//! success: `Status` decides; filtered rows are errors; connect and total timeouts on every
-//! call; transient failures retried with capped backoff for as long as it takes) and 11
-//! (the password and the `Authorization` header never reach an error, a log or `Debug`).
+//! success; filtered rows and row counts that do not add up are errors; connect and total
+//! timeouts on every call; transient failures retried with capped backoff for as long as
+//! it takes) and 11 (the password and the `Authorization` header never reach an error, a
+//! log or `Debug`).
 
 use std::fmt;
 use std::time::Duration;
@@ -12,20 +15,21 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, EXPECT, LOCATION};
-use reqwest::StatusCode;
 use secrecy::ExposeSecret;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
+use super::reply::{self, Failure, FailureKind, LoadState, RejectReason, RowCounts, Sent, Verdict};
+pub use super::reply::{classify_fail, FailClass, LoadStatus};
 use crate::config::SinkConfig;
+
+/// Retry schedule for [`StreamLoadClient::load_with_retry`]: the project's one policy.
+pub use crate::core::retry::RetryPolicy;
 
 /// Most redirects followed by hand for one request (FE → BE is one; a non-leader FE adds one).
 const MAX_REDIRECTS: usize = 4;
 /// At most this many bytes of an error log are put into an error message.
 const ERROR_LOG_EXCERPT: usize = 2048;
-/// At most this many bytes of an unexpected HTTP body are put into an error message.
-const BODY_EXCERPT: usize = 512;
 
 /// Body format of a load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +52,7 @@ pub struct LoadRequest {
     /// The `columns` header (required for partial updates and for CSV).
     pub columns: Option<Vec<String>>,
     pub partial_update: bool,
-    /// Rows in the body (for logs and sanity checks).
+    /// Rows in the body: the reply's counts must add up to this (invariant 6).
     pub rows: usize,
 }
 
@@ -67,18 +71,6 @@ impl fmt::Debug for LoadRequest {
     }
 }
 
-/// How a successful load ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoadStatus {
-    /// `Success`: committed and visible.
-    Success,
-    /// `Publish Timeout`: committed, visible soon.
-    PublishTimeout,
-    /// `Label Already Exists` with a finished job, or a running one that then finished: an
-    /// earlier attempt with this label loaded the data.
-    AlreadyLoaded,
-}
-
 /// The outcome of a load that succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOutcome {
@@ -92,53 +84,40 @@ pub struct LoadOutcome {
     pub attempts: u32,
 }
 
-/// Why a load failed. [`SinkError::is_transient`] tells whether a retry (same label, same
-/// body) may succeed. No variant ever carries the password or the `Authorization` header.
+/// Why a load failed. [`SinkError::kind`] says what to do about it. No variant ever
+/// carries the password or the `Authorization` header.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("invalid sink configuration: {0}")]
     Config(String),
-    #[error("stream load {table} (label {label}): {what} failed: {message}")]
+    /// No usable reply: connection refused or broken, timeout.
+    #[error("stream load into {table} (label {label}): {message}")]
     Transport {
         table: String,
         label: String,
-        what: &'static str,
         message: String,
         timed_out: bool,
     },
-    #[error("stream load {table} (label {label}): HTTP {status} from {what}: {body}")]
-    Http {
-        table: String,
-        label: String,
-        what: &'static str,
-        status: u16,
-        body: String,
-    },
-    #[error("stream load {table}: StarRocks refused the credentials of user `{user}` (HTTP {status}): {message}")]
+    /// StarRocks refused the credentials or the privilege.
+    #[error("stream load into {table}: StarRocks refused the credentials of user `{user}` ({failure}); check SINK_USER and SINK_PASSWORD and the user's INSERT privilege")]
     Auth {
         table: String,
         user: String,
-        status: u16,
-        message: String,
+        failure: Box<Failure>,
     },
-    #[error("stream load {table} (label {label}): {what} answered an unreadable body: {message}")]
-    BadResponse {
+    /// A reply that says the load did not happen (or may not have): see `failure.kind`.
+    #[error("stream load into {table} (label {label}): {what} answered {failure}")]
+    Refused {
         table: String,
         label: String,
         what: &'static str,
-        message: String,
+        failure: Box<Failure>,
     },
-    #[error("stream load {table} (label {label}) failed ({}): Status {status}: {message}", if *.transient { "transient" } else { "permanent" })]
-    Rejected {
-        table: String,
-        label: String,
-        status: String,
-        message: String,
-        transient: bool,
-    },
+    /// Rows of the load are missing: filtered by StarRocks, or counts that do not add up.
     #[error("{0}")]
-    Filtered(Box<FilteredLoad>),
-    #[error("stream load {table} (label {label}): an earlier attempt with this label is {state}; retrying with the same label")]
+    Rejected(Box<RejectedRows>),
+    /// An earlier attempt with this label is still running or was aborted.
+    #[error("stream load into {table} (label {label}): an earlier attempt with this label is {state}; retrying with the same label")]
     LabelPending {
         table: String,
         label: String,
@@ -146,36 +125,90 @@ pub enum SinkError {
     },
 }
 
-/// A load that StarRocks refused because rows failed its data-quality checks.
-#[derive(Debug, thiserror::Error)]
-#[error("stream load {table} (label {label}): {filtered} of {total} rows were filtered by StarRocks (data does not fit the target columns): {message}; error log {}{}", error_url.as_deref().unwrap_or("(none)"), first_errors.as_deref().map(|e| format!(": {e}")).unwrap_or_default())]
-pub struct FilteredLoad {
+/// A load of which StarRocks refused rows (data quality), or whose counts do not add up.
+#[derive(Debug, Clone)]
+pub struct RejectedRows {
     pub table: String,
     pub label: String,
+    pub reason: RejectReason,
+    /// StarRocks's message (`too many filtered rows`, `OK`, …).
     pub message: String,
-    pub total: u64,
-    pub filtered: u64,
+    pub rows_sent: u64,
+    pub counts: RowCounts,
     pub error_url: Option<String>,
     /// The first lines of the error log, when it could be fetched.
     pub first_errors: Option<String>,
+    /// StarRocks committed the label: a retry with it would be "already loaded".
+    pub label_committed: bool,
 }
 
-impl SinkError {
-    /// Whether a retry with the same label and body may succeed.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            SinkError::Config(_) | SinkError::Auth { .. } | SinkError::Filtered(_) => false,
-            SinkError::Transport { .. }
-            | SinkError::BadResponse { .. }
-            | SinkError::LabelPending { .. } => true,
-            SinkError::Http { status, .. } => *status >= 500 || *status == 429 || *status == 408,
-            SinkError::Rejected { transient, .. } => *transient,
+impl fmt::Display for RejectedRows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counts;
+        let what = if self.label_committed {
+            format!(
+                "StarRocks committed the load into {} (label {}) without all its rows",
+                self.table, self.label
+            )
+        } else {
+            format!(
+                "StarRocks refused the load into {} (label {})",
+                self.table, self.label
+            )
+        };
+        match self.reason {
+            RejectReason::Filtered => write!(
+                f,
+                "{what}: {} of {} rows failed its data checks (Status message {:?})",
+                c.filtered, self.rows_sent, self.message
+            )?,
+            RejectReason::Unselected => write!(
+                f,
+                "{what}: {} of {} rows were counted as unselected although no `where` was sent",
+                c.unselected, self.rows_sent
+            )?,
+            RejectReason::CountMismatch => write!(
+                f,
+                "{what}: its row counts do not add up: {} rows sent, {} loaded + {} filtered + {} unselected",
+                self.rows_sent, c.loaded, c.filtered, c.unselected
+            )?,
+        }
+        write!(
+            f,
+            "; error log: {}",
+            self.error_url.as_deref().unwrap_or("(none)")
+        )?;
+        if let Some(e) = &self.first_errors {
+            write!(f, ": {e}")?;
+        }
+        if self.label_committed {
+            write!(f, ". The label is used up: fix the target table or the data, then this window must be loaded again under a new label")
+        } else {
+            write!(f, ". Nothing of this load was committed: fix the target table or the data, then restart")
         }
     }
 }
 
-/// Retry schedule for [`StreamLoadClient::load_with_retry`]: the project's one policy.
-pub use crate::core::retry::RetryPolicy;
+impl SinkError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            SinkError::Config(_) => FailureKind::Permanent,
+            SinkError::Transport { .. } | SinkError::LabelPending { .. } => FailureKind::Transient,
+            SinkError::Auth { .. } => FailureKind::Auth,
+            SinkError::Refused { failure, .. } => failure.kind,
+            SinkError::Rejected(r) => FailureKind::Rejected {
+                reason: r.reason,
+                label_committed: r.label_committed,
+            },
+        }
+    }
+
+    /// Whether a retry with the same label and body may succeed.
+    pub fn is_transient(&self) -> bool {
+        self.kind().is_retryable()
+    }
+}
 
 /// A deterministic Stream Load label (invariant 5): only `[-_A-Za-z0-9]`, at most 128
 /// characters, a function of the spool id, the target table, the sequence range and the
@@ -224,133 +257,6 @@ fn looks_hashed(s: &str) -> bool {
         && s[s.len() - 16..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// What the BE (or FE) answered to a stream load, parsed leniently.
-#[derive(Debug, Default, Deserialize)]
-struct LoadReply {
-    #[serde(rename = "TxnId", default)]
-    txn_id: i64,
-    #[serde(rename = "Status", default)]
-    status: String,
-    #[serde(rename = "ExistingJobStatus", default)]
-    existing_job_status: Option<String>,
-    #[serde(rename = "Message", default)]
-    message: String,
-    #[serde(rename = "NumberTotalRows", default)]
-    total_rows: u64,
-    #[serde(rename = "NumberLoadedRows", default)]
-    loaded_rows: u64,
-    #[serde(rename = "NumberFilteredRows", default)]
-    filtered_rows: u64,
-    #[serde(rename = "LoadTimeMs", default)]
-    load_time_ms: u64,
-    #[serde(rename = "ErrorURL", default)]
-    error_url: Option<String>,
-}
-
-/// `GET get_load_state` reply.
-#[derive(Debug, Default, Deserialize)]
-struct LoadStateReply {
-    #[serde(default)]
-    state: String,
-    #[serde(default)]
-    status: String,
-    #[serde(default)]
-    msg: String,
-}
-
-/// The class of a `Status: Fail` message (spec §9).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailClass {
-    /// Retry with the same label (back-pressure, outages, ambiguous commits).
-    Transient,
-    /// Retrying cannot help (configuration, client bug, schema or data).
-    Permanent,
-    /// Rows failed data-quality checks: permanent, with the error log.
-    Filtered,
-    /// Credentials or privileges: permanent.
-    Auth,
-}
-
-/// Classifies a failure message per the spec's error catalogue (§9). Unknown messages are
-/// treated as transient (retried with warnings): a wrong "permanent" would stop the
-/// pipeline on a passing problem, a wrong "transient" only keeps retrying loudly.
-pub fn classify_fail(message: &str) -> FailClass {
-    let m = message.to_ascii_lowercase();
-    const AUTH: &[&str] = &[
-        "no valid basic authorization",
-        "access denied",
-        "need auth information",
-        "password",
-        "privilege",
-    ];
-    const FILTERED: &[&str] = &["too many filtered rows"];
-    const PERMANENT: &[&str] = &[
-        "there is no 100-continue header",
-        "unknown database",
-        "unknown table",
-        "does not exist",
-        "not exist",
-        "no database selected",
-        "no table selected",
-        "label format error",
-        "invalid timeout",
-        "invalid strict mode",
-        "unknown data format",
-        "invalid partial update flag",
-        "only one of http header content-encoding and compression",
-        "unsupported compression type",
-        "only primary key table support partial update",
-        "not in partial update columns",
-        "merge condition column",
-        "conditional update only support",
-        "does not support negative load",
-        "primary key size exceed the limit",
-        "exceed the max size",
-        "failed to iterate document stream",
-        "beyond parser limit",
-        "failed to parse json",
-        "value count does not match column count",
-        "convert csv string",
-        "too long than schema",
-        "column number is less than schema",
-        "column number is more than schema",
-        "no corresponding partition",
-        "null value in non-nullable column",
-        "data size exceeds quota",
-        "duplicate column",
-        "mapping column is not in table",
-        "can not be specified",
-        "parse columns header failed",
-        "load op type",
-        "txn_not_exists",
-    ];
-    const TRANSIENT_FIRST: &[&str] = &[
-        // "body size N exceed limit" is permanent, but these contain "exceed" too.
-        "transaction status unknown",
-        "current running txns on db",
-        "txn num per be exceeds limit",
-        "too many versions",
-    ];
-    if AUTH.iter().any(|p| m.contains(p)) {
-        return FailClass::Auth;
-    }
-    if FILTERED.iter().any(|p| m.contains(p)) {
-        return FailClass::Filtered;
-    }
-    if TRANSIENT_FIRST.iter().any(|p| m.contains(p)) {
-        return FailClass::Transient;
-    }
-    if m.contains("body size") && m.contains("exceed limit") {
-        return FailClass::Permanent;
-    }
-    if PERMANENT.iter().any(|p| m.contains(p)) {
-        return FailClass::Permanent;
-    }
-    // Known transient ones (back-pressure, memory, timeouts, truncated body, concurrency
-    // limit, shutdown, no backend, leader change, quorum) and anything unknown.
-    FailClass::Transient
-}
-
 /// Stream Load client: one `reqwest::Client` (connections reused), redirects by hand.
 pub struct StreamLoadClient {
     http: reqwest::Client,
@@ -359,6 +265,7 @@ pub struct StreamLoadClient {
     user: String,
     /// `Basic …`, marked sensitive so reqwest never shows it.
     auth: HeaderValue,
+    connect_timeout: Duration,
     request_timeout: Duration,
     max_filter_ratio: f64,
 }
@@ -377,6 +284,61 @@ impl fmt::Debug for StreamLoadClient {
 enum Body {
     Empty,
     Full(Bytes),
+}
+
+/// `host:port` of a URL, for messages (never the user info or the path).
+fn host_port(u: &url::Url) -> String {
+    format!(
+        "{}:{}",
+        u.host_str().unwrap_or("?"),
+        u.port_or_known_default().unwrap_or(0)
+    )
+}
+
+fn same_origin(a: &url::Url, b: &url::Url) -> bool {
+    a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// The root cause of a transport error, said once: the deepest I/O error by its kind, else
+/// the deepest cause's own text. reqwest's own text is not used: it names the whole URL.
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut deepest: Option<&(dyn std::error::Error + 'static)> = None;
+    let mut io: Option<&std::io::Error> = None;
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(i) = s.downcast_ref::<std::io::Error>() {
+            io = Some(i);
+        }
+        deepest = Some(s);
+        src = s.source();
+    }
+    if let Some(i) = io {
+        use std::io::ErrorKind::*;
+        return match i.kind() {
+            ConnectionRefused => "connection refused".into(),
+            ConnectionReset => "connection reset".into(),
+            ConnectionAborted | BrokenPipe | UnexpectedEof => "the connection was closed".into(),
+            TimedOut => "timed out".into(),
+            _ => i.to_string(),
+        };
+    }
+    match deepest {
+        Some(d) => d.to_string(),
+        None if e.is_body() => "the body could not be sent".into(),
+        None if e.is_decode() => "the reply could not be read".into(),
+        None => "the request failed".into(),
+    }
+}
+
+fn failure(kind: FailureKind, http_status: u16, message: impl Into<String>) -> Failure {
+    Failure {
+        kind,
+        http_status,
+        status: String::new(),
+        message: message.into(),
+        counts: RowCounts::default(),
+        error_url: None,
+    }
 }
 
 impl StreamLoadClient {
@@ -401,6 +363,7 @@ impl StreamLoadClient {
             be_url: cfg.be_url.clone(),
             user: cfg.user.clone(),
             auth,
+            connect_timeout: cfg.connect_timeout,
             request_timeout: cfg.request_timeout,
             max_filter_ratio: cfg.max_filter_ratio,
         })
@@ -470,30 +433,38 @@ impl StreamLoadClient {
         Ok(h)
     }
 
-    fn transport(req: &LoadRequest, what: &'static str, e: &reqwest::Error) -> SinkError {
-        // reqwest's own Display names the URL (which could hold user info if someone put
-        // it there): describe the kind and the causes instead. Headers never appear.
-        let mut message = String::from(if e.is_timeout() {
-            "timed out"
-        } else if e.is_connect() {
-            "cannot connect"
-        } else if e.is_body() || e.is_decode() {
-            "reading the reply"
-        } else if e.is_request() {
-            "sending the request"
+    /// Which node a URL reaches, for messages.
+    fn node(&self, url: &url::Url) -> String {
+        let hp = host_port(url);
+        if same_origin(url, &self.fe_url) {
+            format!("the StarRocks FE at {hp} (SINK_URL)")
+        } else if self.be_url.as_ref().is_some_and(|b| same_origin(url, b)) {
+            format!("the StarRocks BE at {hp} (SINK_BE_URL)")
         } else {
-            "HTTP error"
-        });
-        let mut src = std::error::Error::source(e);
-        while let Some(s) = src {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            src = s.source();
+            format!("the StarRocks BE at {hp} (from the FE's redirect)")
         }
+    }
+
+    fn transport(&self, req: &LoadRequest, url: &url::Url, e: &reqwest::Error) -> SinkError {
+        let node = self.node(url);
+        let message = if e.is_connect() && e.is_timeout() {
+            format!(
+                "cannot connect to {node}: no answer within {:?} (SINK_CONNECT_TIMEOUT_MS)",
+                self.connect_timeout
+            )
+        } else if e.is_connect() {
+            format!("cannot connect to {node}: {}", root_cause(e))
+        } else if e.is_timeout() {
+            format!(
+                "{node} did not answer within {:?} (SINK_REQUEST_TIMEOUT_MS)",
+                self.request_timeout
+            )
+        } else {
+            format!("the exchange with {node} broke off: {}", root_cause(e))
+        };
         SinkError::Transport {
             table: req.table.clone(),
             label: req.label.clone(),
-            what,
             message,
             timed_out: e.is_timeout(),
         }
@@ -505,7 +476,6 @@ impl StreamLoadClient {
         url: &url::Url,
         headers: &HeaderMap,
         body: Body,
-        what: &'static str,
     ) -> Result<reqwest::Response, SinkError> {
         let mut rb = self.http.put(url.clone()).headers(headers.clone());
         rb = match body {
@@ -515,7 +485,7 @@ impl StreamLoadClient {
                 .body(Vec::<u8>::new()),
             Body::Full(b) => rb.body(b),
         };
-        rb.send().await.map_err(|e| Self::transport(req, what, &e))
+        rb.send().await.map_err(|e| self.transport(req, url, &e))
     }
 
     /// Where the body goes: the configured BE, or the BE the FE redirects to (learned with
@@ -530,27 +500,36 @@ impl StreamLoadClient {
         }
         let mut url = Self::load_url(&self.fe_url, &req.database, &req.table)?;
         for _ in 0..MAX_REDIRECTS {
-            let resp = self
-                .put(req, &url, headers, Body::Empty, "FE probe")
-                .await?;
+            let resp = self.put(req, &url, headers, Body::Empty).await?;
             let status = resp.status();
             if status.is_redirection() {
-                url = self.location(req, &url, &resp, "FE probe")?;
-                if url.port_or_known_default() != self.fe_url.port_or_known_default()
-                    || url.host_str() != self.fe_url.host_str()
-                {
+                url = self.location(req, &url, &resp, "the FE's redirect probe")?;
+                if !same_origin(&url, &self.fe_url) {
                     return Ok(url);
                 }
                 continue; // FE → other FE (leader): probe again.
             }
-            return Err(self.unexpected(req, resp, "FE probe").await);
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| self.transport(req, &url, &e))?;
+            let f = reply::classify_probe(status.as_u16(), &body);
+            return Err(self.refused(req, "the FE's redirect probe", f).await);
         }
-        Err(SinkError::BadResponse {
+        Err(self.too_many_redirects(req, "the FE's redirect probe"))
+    }
+
+    fn too_many_redirects(&self, req: &LoadRequest, what: &'static str) -> SinkError {
+        SinkError::Refused {
             table: req.table.clone(),
             label: req.label.clone(),
-            what: "FE probe",
-            message: format!("more than {MAX_REDIRECTS} redirects"),
-        })
+            what,
+            failure: Box::new(failure(
+                FailureKind::Permanent,
+                307,
+                format!("more than {MAX_REDIRECTS} redirects in a row; check SINK_URL"),
+            )),
+        }
     }
 
     fn location(
@@ -560,65 +539,66 @@ impl StreamLoadClient {
         resp: &reqwest::Response,
         what: &'static str,
     ) -> Result<url::Url, SinkError> {
-        let bad = |message: String| SinkError::BadResponse {
+        let status = resp.status().as_u16();
+        let bad = |kind, message: String| SinkError::Refused {
             table: req.table.clone(),
             label: req.label.clone(),
             what,
-            message,
+            failure: Box::new(failure(kind, status, message)),
         };
         let loc = resp
             .headers()
             .get(LOCATION)
-            .ok_or_else(|| bad(format!("HTTP {} without Location", resp.status())))?;
+            .ok_or_else(|| bad(FailureKind::Transient, "a redirect without Location".into()))?;
         let loc = loc
             .to_str()
-            .map_err(|_| bad("Location is not ASCII".into()))?;
-        base.join(loc)
-            .map_err(|e| bad(format!("Location {loc:?} is not a URL: {e}")))
+            .map_err(|_| bad(FailureKind::Permanent, "Location is not ASCII".into()))?;
+        base.join(loc).map_err(|e| {
+            bad(
+                FailureKind::Permanent,
+                format!("Location {loc:?} is not a URL: {e}"),
+            )
+        })
     }
 
-    /// Turns a non-redirect reply to a probe/PUT that is not a load reply into an error.
-    async fn unexpected(
-        &self,
-        req: &LoadRequest,
-        resp: reqwest::Response,
-        what: &'static str,
-    ) -> SinkError {
-        let status = resp.status();
-        let text = match resp.text().await {
-            Ok(t) => t,
-            Err(e) => return Self::transport(req, what, &e),
-        };
-        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return SinkError::Auth {
+    /// The error for a classified failure reply (fetching the error log of rejected rows).
+    async fn refused(&self, req: &LoadRequest, what: &'static str, f: Failure) -> SinkError {
+        match f.kind {
+            FailureKind::Auth => SinkError::Auth {
                 table: req.table.clone(),
                 user: self.user.clone(),
-                status: status.as_u16(),
-                message: excerpt(&text, BODY_EXCERPT),
-            };
-        }
-        if status == StatusCode::OK {
-            // FE DdlException shape: {"Status":"FAILED","Message":"…"}.
-            return match serde_json::from_str::<LoadReply>(&text) {
-                Ok(r) => self.fail(req, &r).await,
-                Err(e) => SinkError::BadResponse {
+                failure: Box::new(f),
+            },
+            FailureKind::Rejected {
+                reason,
+                label_committed,
+            } => {
+                let first_errors = match &f.error_url {
+                    Some(u) => self.fetch_error_log(u).await,
+                    None => None,
+                };
+                SinkError::Rejected(Box::new(RejectedRows {
                     table: req.table.clone(),
                     label: req.label.clone(),
-                    what,
-                    message: format!("{e}: {}", excerpt(&text, BODY_EXCERPT)),
-                },
-            };
-        }
-        SinkError::Http {
-            table: req.table.clone(),
-            label: req.label.clone(),
-            what,
-            status: status.as_u16(),
-            body: excerpt(&text, BODY_EXCERPT),
+                    reason,
+                    message: f.message,
+                    rows_sent: req.rows as u64,
+                    counts: f.counts,
+                    error_url: f.error_url,
+                    first_errors,
+                    label_committed,
+                }))
+            }
+            _ => SinkError::Refused {
+                table: req.table.clone(),
+                label: req.label.clone(),
+                what,
+                failure: Box::new(f),
+            },
         }
     }
 
-    /// One load attempt with full response checks (invariant 6). `Ok` means the data of this
+    /// One load attempt with full reply checks (invariant 6). `Ok` means the data of this
     /// label is (or will shortly be) visible in StarRocks.
     pub async fn load(&self, req: &LoadRequest) -> Result<LoadOutcome, SinkError> {
         let headers = self.headers(req)?;
@@ -626,73 +606,62 @@ impl StreamLoadClient {
         let mut hops = 0;
         let resp = loop {
             let resp = self
-                .put(req, &url, &headers, Body::Full(req.body.clone()), "BE load")
+                .put(req, &url, &headers, Body::Full(req.body.clone()))
                 .await?;
-            if resp.status().is_redirection() && hops < MAX_REDIRECTS {
+            if resp.status().is_redirection() {
+                if hops >= MAX_REDIRECTS {
+                    return Err(self.too_many_redirects(req, "the BE"));
+                }
                 hops += 1;
-                url = self.location(req, &url, &resp, "BE load")?;
+                url = self.location(req, &url, &resp, "the BE")?;
                 continue;
             }
             break resp;
         };
-        if resp.status() != StatusCode::OK {
-            return Err(self.unexpected(req, resp, "BE load").await);
-        }
-        let text = resp
-            .text()
+        // Failpoint: the BE has received the whole body and answered (its reply head is
+        // here), but the reply body, which says how the load ended, is not read yet. A
+        // crash here leaves a load whose outcome only its label can tell.
+        crate::failpoints::crash(crate::failpoints::SINK_AFTER_BODY);
+        let status = resp.status().as_u16();
+        let body = resp
+            .bytes()
             .await
-            .map_err(|e| Self::transport(req, "BE load", &e))?;
-        let reply: LoadReply = serde_json::from_str(&text).map_err(|e| SinkError::BadResponse {
-            table: req.table.clone(),
-            label: req.label.clone(),
-            what: "BE load",
-            message: format!("{e}: {}", excerpt(&text, BODY_EXCERPT)),
-        })?;
-        debug!(table = %req.table, label = %req.label, status = %reply.status, message = %reply.message, "stream load reply");
-        match reply.status.as_str() {
-            "Success" | "Publish Timeout" => {
-                if reply.filtered_rows > 0 {
-                    if self.max_filter_ratio == 0.0 {
-                        // Cannot happen with ratio 0; if it does, the data is committed, so
-                        // report loudly rather than loop (a retry would be "FINISHED").
-                        warn!(table = %req.table, label = %req.label, filtered = reply.filtered_rows,
-                              error_url = reply.error_url.as_deref().unwrap_or(""),
-                              "StarRocks committed a load with filtered rows although max_filter_ratio is 0");
-                    } else {
-                        warn!(table = %req.table, label = %req.label, filtered = reply.filtered_rows,
-                              error_url = reply.error_url.as_deref().unwrap_or(""),
-                              "rows were dropped by StarRocks within SINK_MAX_FILTER_RATIO");
-                    }
+            .map_err(|e| self.transport(req, &url, &e))?;
+        let sent = Sent {
+            rows: req.rows as u64,
+            max_filter_ratio: self.max_filter_ratio,
+        };
+        let verdict = reply::classify_load(status, &body, &sent);
+        debug!(table = %req.table, label = %req.label, ?verdict, "stream load reply");
+        match verdict {
+            Verdict::Loaded(c) => {
+                if c.counts.filtered > 0 {
+                    warn!(table = %req.table, label = %req.label, filtered = c.counts.filtered,
+                          rows = req.rows, error_url = c.error_url.as_deref().unwrap_or(""),
+                          "StarRocks dropped rows of this load that failed its data checks, within SINK_MAX_FILTER_RATIO; they are NOT in the target");
                 }
-                let status = if reply.status == "Success" {
-                    LoadStatus::Success
-                } else {
+                if c.status == LoadStatus::PublishTimeout {
                     info!(table = %req.table, label = %req.label, "Publish Timeout: committed, visible shortly");
-                    LoadStatus::PublishTimeout
-                };
+                }
                 Ok(LoadOutcome {
-                    status,
-                    txn_id: reply.txn_id,
-                    loaded_rows: reply.loaded_rows,
-                    filtered_rows: reply.filtered_rows,
-                    load_time_ms: reply.load_time_ms,
+                    status: c.status,
+                    txn_id: c.txn_id,
+                    loaded_rows: c.counts.loaded,
+                    filtered_rows: c.counts.filtered,
+                    load_time_ms: c.load_time_ms,
                     attempts: 1,
                 })
             }
-            "Label Already Exists" => {
-                let job = reply.existing_job_status.as_deref().unwrap_or("");
-                if job == "FINISHED" {
-                    info!(table = %req.table, label = %req.label, "label already loaded: counted as done");
-                    return Ok(self.already_loaded(reply.txn_id));
-                }
-                // RUNNING (or unknown): wait for the first attempt.
-                self.wait_label(req).await
+            Verdict::AlreadyLoaded { txn_id } => {
+                info!(table = %req.table, label = %req.label, "label already loaded: counted as done");
+                Ok(Self::already_loaded(txn_id))
             }
-            _ => Err(self.fail(req, &reply).await),
+            Verdict::LabelRunning { .. } => self.wait_label(req).await,
+            Verdict::Failed(f) => Err(self.refused(req, "the BE", f).await),
         }
     }
 
-    fn already_loaded(&self, txn_id: i64) -> LoadOutcome {
+    fn already_loaded(txn_id: i64) -> LoadOutcome {
         LoadOutcome {
             status: LoadStatus::AlreadyLoaded,
             txn_id,
@@ -700,45 +669,6 @@ impl StreamLoadClient {
             filtered_rows: 0,
             load_time_ms: 0,
             attempts: 1,
-        }
-    }
-
-    /// Builds the error for a `Fail`/`FAILED` reply.
-    async fn fail(&self, req: &LoadRequest, reply: &LoadReply) -> SinkError {
-        let class = if reply.filtered_rows > 0 {
-            FailClass::Filtered
-        } else {
-            classify_fail(&reply.message)
-        };
-        match class {
-            FailClass::Filtered => {
-                let first_errors = match &reply.error_url {
-                    Some(u) => self.fetch_error_log(u).await,
-                    None => None,
-                };
-                SinkError::Filtered(Box::new(FilteredLoad {
-                    table: req.table.clone(),
-                    label: req.label.clone(),
-                    message: reply.message.clone(),
-                    total: reply.total_rows,
-                    filtered: reply.filtered_rows,
-                    error_url: reply.error_url.clone(),
-                    first_errors,
-                }))
-            }
-            FailClass::Auth => SinkError::Auth {
-                table: req.table.clone(),
-                user: self.user.clone(),
-                status: 200,
-                message: reply.message.clone(),
-            },
-            FailClass::Permanent | FailClass::Transient => SinkError::Rejected {
-                table: req.table.clone(),
-                label: req.label.clone(),
-                status: reply.status.clone(),
-                message: reply.message.clone(),
-                transient: class == FailClass::Transient,
-            },
         }
     }
 
@@ -750,51 +680,51 @@ impl StreamLoadClient {
         }
         let text = resp.text().await.ok()?;
         let lines: Vec<&str> = text.lines().take(5).collect();
-        Some(excerpt(&lines.join(" | "), ERROR_LOG_EXCERPT))
+        Some(reply::excerpt(&lines.join(" | "), ERROR_LOG_EXCERPT))
     }
 
     /// Polls `get_load_state` after `Label Already Exists / RUNNING` until the earlier
-    /// attempt is VISIBLE/COMMITTED (done) or ABORTED (transient: retry the same label),
-    /// for at most about the load timeout.
+    /// attempt is VISIBLE/COMMITTED (done) or ABORTED/UNKNOWN (transient: retry the same
+    /// label), for at most about the load timeout.
     async fn wait_label(&self, req: &LoadRequest) -> Result<LoadOutcome, SinkError> {
         let deadline =
             tokio::time::Instant::now() + self.request_timeout.max(Duration::from_secs(5));
-        let mut pause = Duration::from_millis(200);
-        let mut last_state = String::from("RUNNING");
+        let mut backoff =
+            RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(5)).backoff();
+        let mut last = LoadState::Prepare;
         loop {
             match self.load_state(req).await {
-                Ok(state) => match state.as_str() {
-                    "VISIBLE" | "COMMITTED" => {
-                        info!(table = %req.table, label = %req.label, %state, "earlier attempt finished: counted as done");
-                        return Ok(self.already_loaded(-1));
-                    }
-                    "ABORTED" | "UNKNOWN" => {
-                        return Err(SinkError::LabelPending {
-                            table: req.table.clone(),
-                            label: req.label.clone(),
-                            state,
-                        })
-                    }
-                    _ => last_state = state,
-                },
+                Ok(state) if state.is_committed() => {
+                    info!(table = %req.table, label = %req.label, %state, "earlier attempt finished: counted as done");
+                    return Ok(Self::already_loaded(-1));
+                }
+                Ok(state) if state.is_free() => {
+                    return Err(SinkError::LabelPending {
+                        table: req.table.clone(),
+                        label: req.label.clone(),
+                        state: state.to_string(),
+                    })
+                }
+                Ok(state) => last = state,
                 Err(e) if e.is_transient() => {
                     debug!(error = %e, "get_load_state failed; polling again");
                 }
                 Err(e) => return Err(e),
             }
+            let pause = backoff.next_delay().unwrap_or(Duration::from_secs(5));
             if tokio::time::Instant::now() + pause > deadline {
                 return Err(SinkError::LabelPending {
                     table: req.table.clone(),
                     label: req.label.clone(),
-                    state: format!("still {last_state}"),
+                    state: format!("still {last}"),
                 });
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(5));
         }
     }
 
-    async fn load_state(&self, req: &LoadRequest) -> Result<String, SinkError> {
+    /// The state of the request's label (`GET /api/{db}/get_load_state`).
+    pub async fn load_state(&self, req: &LoadRequest) -> Result<LoadState, SinkError> {
         let mut url = self.fe_url.clone();
         url.path_segments_mut()
             .map_err(|_| SinkError::Config(format!("{} cannot be a base URL", self.fe_url)))?
@@ -808,42 +738,22 @@ impl StreamLoadClient {
                 .header(AUTHORIZATION, self.auth.clone())
                 .send()
                 .await
-                .map_err(|e| Self::transport(req, "get_load_state", &e))?;
+                .map_err(|e| self.transport(req, &url, &e))?;
             if resp.status().is_redirection() {
                 url = self.location(req, &url, &resp, "get_load_state")?;
                 continue;
             }
-            if resp.status() != StatusCode::OK {
-                return Err(self.unexpected(req, resp, "get_load_state").await);
-            }
-            let text = resp
-                .text()
+            let status = resp.status().as_u16();
+            let body = resp
+                .bytes()
                 .await
-                .map_err(|e| Self::transport(req, "get_load_state", &e))?;
-            let r: LoadStateReply =
-                serde_json::from_str(&text).map_err(|e| SinkError::BadResponse {
-                    table: req.table.clone(),
-                    label: req.label.clone(),
-                    what: "get_load_state",
-                    message: format!("{e}: {}", excerpt(&text, BODY_EXCERPT)),
-                })?;
-            if !r.status.is_empty() && !r.status.eq_ignore_ascii_case("OK") {
-                return Err(SinkError::Rejected {
-                    table: req.table.clone(),
-                    label: req.label.clone(),
-                    status: r.status,
-                    message: r.msg.clone(),
-                    transient: classify_fail(&r.msg) == FailClass::Transient,
-                });
-            }
-            return Ok(r.state);
+                .map_err(|e| self.transport(req, &url, &e))?;
+            return match reply::classify_load_state(status, &body) {
+                Ok(s) => Ok(s),
+                Err(f) => Err(self.refused(req, "get_load_state", f).await),
+            };
         }
-        Err(SinkError::BadResponse {
-            table: req.table.clone(),
-            label: req.label.clone(),
-            what: "get_load_state",
-            message: format!("more than {MAX_REDIRECTS} redirects"),
-        })
+        Err(self.too_many_redirects(req, "get_load_state"))
     }
 
     /// Loads, retrying transient failures with the same label and body (capped exponential
@@ -855,40 +765,24 @@ impl StreamLoadClient {
         policy: &RetryPolicy,
         on_retry: impl Fn(&SinkError, u32, Duration),
     ) -> Result<LoadOutcome, SinkError> {
-        let mut attempt: u32 = 1;
+        let mut backoff = policy.backoff();
         loop {
             match self.load(req).await {
                 Ok(mut o) => {
-                    o.attempts = attempt;
+                    o.attempts = backoff.attempts() + 1;
                     return Ok(o);
                 }
                 Err(e) if e.is_transient() => {
-                    if policy.max_attempts.is_some_and(|m| attempt >= m) {
+                    let Some(delay) = backoff.next_delay() else {
                         return Err(e);
-                    }
-                    let delay = policy.delay(attempt);
-                    on_retry(&e, attempt, delay);
+                    };
+                    on_retry(&e, backoff.attempts(), delay);
                     tokio::time::sleep(delay).await;
-                    attempt = attempt.saturating_add(1);
                 }
                 Err(e) => return Err(e),
             }
         }
     }
-}
-
-/// At most `max` bytes of `s`, cut on a character boundary, single line.
-fn excerpt(s: &str, max: usize) -> String {
-    let s = s.trim();
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    let mut out = s[..end].replace(['\n', '\r'], " ");
-    if end < s.len() {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]
@@ -948,128 +842,27 @@ mod tests {
     }
 
     #[test]
-    fn every_catalogue_message_is_classified() {
-        use FailClass::*;
-        let cases: &[(&str, FailClass)] = &[
-            ("Commit transaction fail cause RPC failed, Transaction status unknown, you can retry with same label.", Transient),
-            ("too many filtered rows", Filtered),
-            ("current running txns on db 10002 is 1000, larger than limit 1000", Transient),
-            ("streamload txn num per be exceeds limit, be: 10.0.0.1, txn_num: 5, limit: 4", Transient),
-            ("Too many versions. tablet_id: 123, version_count: 1001, limit: 1000", Transient),
-            ("Failed to load data into tablet 123, because of too many versions", Transient),
-            ("close index channel failed", Transient),
-            ("Memory of process exceed limit. QUERY Backend: 10.0.0.1", Transient),
-            ("Memory of Fragment abc exceed limit. Mem usage has exceed the limit of single query", Transient),
-            ("Mem usage has exceed the limit of BE", Transient),
-            ("cancelled", Transient),
-            ("timeout by txn manager", Transient),
-            ("[E1008]Reached timeout=300000ms", Transient),
-            ("receive body don't equal with body bytes", Transient),
-            ("Stream Load exceed http cuncurrent limit 47, please try again later", Transient),
-            ("Service is shutting down, please retry later!", Transient),
-            ("No backend alive.", Transient),
-            ("class com.starrocks.common.DdlException: No backend or compute node alive.", Transient),
-            ("current fe is not master", Transient),
-            ("Failed to commit txn 5. Tablet [7] success replica num 0 is less then quorum replica num 1 while error backends 10001", Transient),
-            ("no valid Basic authorization", Auth),
-            ("Access denied for root@127.0.0.1", Auth),
-            ("Need auth information.", Auth),
-            ("class com.starrocks.common.DdlException: There is no 100-continue header", Permanent),
-            ("unknown database, database=db1", Permanent),
-            ("Database[db1] does not exist", Permanent),
-            ("unknown table \"db1.t\"", Permanent),
-            ("Label format error. regex: ^[-\\w]{1,128}$, label: a:b", Permanent),
-            ("Invalid timeout. Timeout should between 1 and 259200 seconds", Permanent),
-            ("Invalid timeout format", Permanent),
-            ("Invalid strict mode format. Must be bool type", Permanent),
-            ("unknown data format, format=xml", Permanent),
-            ("Invalid partial update flag format. Must be bool type", Permanent),
-            ("Only one of http header content-encoding and compression can be set", Permanent),
-            ("Unsupported compression type: foo", Permanent),
-            ("Only primary key table support partial update", Permanent),
-            ("key column id not in partial update columns", Permanent),
-            ("Merge condition column v does not exist. If you are doing partial update", Permanent),
-            ("Conditional update only support primary key table t", Permanent),
-            ("Primary key table does not support negative load", Permanent),
-            ("primary key size exceed the limit.", Permanent),
-            ("body size 20000 exceed limit: 10000, id=1. You can increase the limit by setting streaming_load_max_mb in be.conf.", Permanent),
-            ("The size of this batch exceed the max size [104857600]  of json type data  data [ 200000000 ]. Set ignore_json_size to skip the check", Permanent),
-            ("Failed to iterate document stream as object. error: The JSON element does not have the requested type.", Permanent),
-            ("The input payload size is beyond parser limit. Please set strip_outer_array true if you want to load json array", Permanent),
-            ("Failed to parse json as array", Permanent),
-            ("Value count does not match column count. Expect 3, but got 1.", Permanent),
-            ("convert csv string to INT failed.", Permanent),
-            ("the length of input is too long than schema.", Permanent),
-            ("actual column number is less than schema column number.", Permanent),
-            ("actual column number is more than schema column number.", Permanent),
-            ("there is no corresponding partition for this key.", Permanent),
-            ("NULL value in non-nullable column", Permanent),
-            ("Database[db1] data size exceeds quota[1GB]", Permanent),
-            ("TXN_IN_PROCESSING", Transient),
-            ("TXN_NOT_EXISTS", Permanent),
-            ("something nobody has seen before", Transient),
-        ];
-        for (m, want) in cases {
-            assert_eq!(classify_fail(m), *want, "{m}");
-        }
-    }
-
-    #[test]
     fn transient_or_permanent_errors() {
-        let r = |transient| SinkError::Rejected {
+        let refused = |kind| SinkError::Refused {
             table: "t".into(),
             label: "l".into(),
-            status: "Fail".into(),
-            message: "m".into(),
-            transient,
+            what: "the BE",
+            failure: Box::new(failure(kind, 200, "m")),
         };
-        assert!(r(true).is_transient());
-        assert!(!r(false).is_transient());
-        let http = |status| SinkError::Http {
-            table: "t".into(),
-            label: "l".into(),
-            what: "BE load",
-            status,
-            body: String::new(),
-        };
-        assert!(http(500).is_transient());
-        assert!(http(503).is_transient());
-        assert!(!http(404).is_transient());
+        assert!(refused(FailureKind::Transient).is_transient());
+        assert!(refused(FailureKind::Ambiguous).is_transient());
+        assert!(!refused(FailureKind::Permanent).is_transient());
         assert!(!SinkError::Auth {
             table: "t".into(),
             user: "u".into(),
-            status: 401,
-            message: String::new()
+            failure: Box::new(failure(FailureKind::Auth, 401, "no")),
         }
         .is_transient());
-    }
-
-    #[test]
-    fn backoff_is_capped_and_grows() {
-        let p = RetryPolicy {
-            initial_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(2),
-            jitter: 0.0,
-            max_attempts: None,
-        };
-        assert_eq!(p.delay(1), Duration::from_millis(100));
-        assert_eq!(p.delay(2), Duration::from_millis(200));
-        assert_eq!(p.delay(5), Duration::from_millis(1600));
-        assert_eq!(p.delay(6), Duration::from_secs(2));
-        assert_eq!(p.delay(u32::MAX), Duration::from_secs(2));
-        let j = RetryPolicy {
-            jitter: 0.5,
-            ..p.clone()
-        };
-        for a in 1..20 {
-            let d = j.delay(a);
-            assert!(d <= p.delay(a) && d >= p.delay(a) / 2, "{a}: {d:?}");
+        assert!(SinkError::LabelPending {
+            table: "t".into(),
+            label: "l".into(),
+            state: "ABORTED".into()
         }
-    }
-
-    #[test]
-    fn excerpt_cuts_on_char_boundaries() {
-        assert_eq!(excerpt("ab\ncd", 10), "ab cd");
-        assert_eq!(excerpt("ééé", 3), "é…");
+        .is_transient());
     }
 }

@@ -1,14 +1,19 @@
 //! Target tables over the FE's MySQL port: naming (schemas kept apart), checks that each
 //! target is a PRIMARY KEY table with the source's key and compatible columns, optional
-//! creation, ADD COLUMN for new source columns, TRUNCATE. Every call has a connect and a
-//! total timeout (invariant 6); the password never reaches an error or log (invariant 11).
+//! creation, ADD COLUMN for new source columns, TRUNCATE.
+//!
+//! The connection is opened lazily on first use, checked before reuse and reopened after a
+//! loss; every connect and statement has a timeout (invariant 6). Errors are classified
+//! here, from the driver's error kinds and the server's error codes (transient: the port
+//! is unreachable or the connection broke; permanent: credentials, refused statements,
+//! schema differences). The password never reaches an error or log (invariant 11).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use secrecy::ExposeSecret;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::types::{ColumnMapping, SrType};
 use crate::config::{DeleteMode, SinkConfig, TableName};
@@ -16,21 +21,59 @@ use crate::config::{DeleteMode, SinkConfig, TableName};
 /// Column added to every target in `SINK_DELETE_MODE=soft`.
 pub const SOFT_DELETE_COLUMN: &str = "_dbmazz_deleted";
 
-/// Table administration errors.
+/// Table administration errors. [`TableError::is_transient`] says whether a retry may help.
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
-    #[error("StarRocks MySQL port {host}:{port}: {what} timed out after {after:?}")]
+    /// The MySQL port cannot be reached (refused, unreachable, connect timeout).
+    #[error("cannot connect to the StarRocks FE MySQL port {host}:{port} (SINK_URL host, SINK_PORT): {cause}")]
+    Connect {
+        host: String,
+        port: u16,
+        cause: String,
+    },
+    /// A statement got no answer in time (the connection is dropped and reopened).
+    #[error("the StarRocks FE MySQL port {host}:{port} did not answer {what} within {after:?} (SINK_REQUEST_TIMEOUT_MS)")]
     Timeout {
         host: String,
         port: u16,
         what: String,
         after: Duration,
     },
-    #[error("StarRocks MySQL port {host}:{port}: {what}: {message}")]
-    Sql {
+    /// The connection broke during a statement (it is reopened on the next call).
+    #[error(
+        "the connection to the StarRocks FE MySQL port {host}:{port} broke during {what}: {cause}"
+    )]
+    Lost {
         host: String,
         port: u16,
         what: String,
+        cause: String,
+    },
+    /// Credentials or privileges refused.
+    #[error("StarRocks refused user `{user}` on the FE MySQL port {host}:{port} (ERROR {code}: {message}); check SINK_USER and SINK_PASSWORD and the user's privileges")]
+    Auth {
+        user: String,
+        host: String,
+        port: u16,
+        code: u16,
+        message: String,
+    },
+    /// The server refused a statement.
+    #[error("StarRocks refused {what}: ERROR {code} ({state}): {message}")]
+    Server {
+        what: String,
+        code: u16,
+        state: String,
+        message: String,
+        transient: bool,
+    },
+    /// The MySQL client cannot talk to this server (protocol, plugin).
+    #[error(
+        "the MySQL client cannot talk to the StarRocks FE MySQL port {host}:{port}: {message}"
+    )]
+    Client {
+        host: String,
+        port: u16,
         message: String,
     },
     #[error("target table {database}.{table} does not exist (set SINK_CREATE_TABLES=true to create it); expected: {ddl}")]
@@ -52,30 +95,60 @@ pub enum TableError {
         b: String,
         target: String,
     },
-    #[error("source table {0} has no primary key; StarRocks PRIMARY KEY tables need one")]
+    #[error("source table {0} has no primary key; StarRocks PRIMARY KEY tables need one (add a primary key to the source table, or remove it from TABLES)")]
     NoKey(String),
 }
 
 impl TableError {
-    /// Whether retrying may help (connection problems), as opposed to schema problems.
+    /// Whether retrying may help (the port unreachable, the connection lost, a server
+    /// error of the kind that passes), as opposed to credentials or schema problems.
     pub fn is_transient(&self) -> bool {
-        matches!(self, TableError::Timeout { .. })
-            || matches!(self, TableError::Sql { message, .. } if is_connection_message(message))
+        match self {
+            TableError::Connect { .. } | TableError::Timeout { .. } | TableError::Lost { .. } => {
+                true
+            }
+            TableError::Server { transient, .. } => *transient,
+            TableError::Auth { .. }
+            | TableError::Client { .. }
+            | TableError::Missing { .. }
+            | TableError::Incompatible { .. }
+            | TableError::NameCollision { .. }
+            | TableError::NoKey(_) => false,
+        }
     }
 }
 
-fn is_connection_message(m: &str) -> bool {
-    let m = m.to_ascii_lowercase();
-    [
-        "connection",
-        "io error",
-        "broken pipe",
-        "refused",
-        "reset",
-        "timed out",
-    ]
-    .iter()
-    .any(|p| m.contains(p))
+/// MySQL server error codes for credentials and privileges.
+fn is_auth_code(code: u16) -> bool {
+    matches!(code, 1044 | 1045 | 1142 | 1143 | 1227 | 1698)
+}
+
+/// MySQL server errors that pass: too many connections, shutdown in progress, lock wait
+/// timeout, deadlock, interrupted query, network read/write errors on the server side,
+/// killed connection, statement timeout; SQLSTATE classes 08 (connection exception) and
+/// 40 (transaction rollback); and SQLSTATE HY000, the general error under which the
+/// StarRocks FE reports its internal failures (no backend alive during a restart, a
+/// leader change, a timeout): retried loudly rather than stopping on a passing problem.
+/// Syntax and access errors (class 42) and the codes above stay permanent.
+fn is_transient_server_error(code: u16, state: &str) -> bool {
+    matches!(
+        code,
+        1040 | 1053 | 1205 | 1213 | 1317 | 1158 | 1159 | 1160 | 1161 | 1927 | 3024
+    ) || state.starts_with("08")
+        || state.starts_with("40")
+        || state == "HY000"
+}
+
+/// An I/O error said once, by its kind.
+fn describe_io(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => "connection refused".into(),
+        ConnectionReset => "connection reset".into(),
+        ConnectionAborted | BrokenPipe | UnexpectedEof => "the connection was closed".into(),
+        TimedOut => "timed out".into(),
+        _ => e.to_string(),
+    }
 }
 
 /// The target table name: `{schema}`, `{table}` and `{schema_prefix}` (empty for
@@ -145,11 +218,13 @@ pub enum EnsureOutcome {
     AddedColumns(Vec<String>),
 }
 
-/// Administration of target tables over the FE's MySQL port.
+/// Administration of target tables over the FE's MySQL port (one connection, opened on
+/// first use, reopened after a loss).
 pub struct TableAdmin {
     opts: mysql_async::Opts,
     host: String,
     port: u16,
+    user: String,
     database: String,
     connect_timeout: Duration,
     request_timeout: Duration,
@@ -157,6 +232,7 @@ pub struct TableAdmin {
     add_columns: bool,
     replication_num: u32,
     delete_mode: DeleteMode,
+    conn: tokio::sync::Mutex<Option<mysql_async::Conn>>,
 }
 
 impl std::fmt::Debug for TableAdmin {
@@ -164,14 +240,22 @@ impl std::fmt::Debug for TableAdmin {
         f.debug_struct("TableAdmin")
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("user", &self.user)
             .field("database", &self.database)
             .finish_non_exhaustive()
     }
 }
 
+/// Where a driver error happened: opening the connection or running a statement.
+#[derive(Clone, Copy)]
+enum Phase<'a> {
+    Connect,
+    Statement(&'a str),
+}
+
 impl TableAdmin {
-    /// Connects once to check reachability and credentials.
-    pub async fn connect(cfg: &SinkConfig) -> Result<Self, TableError> {
+    /// The admin for a sink configuration. No I/O: the connection opens on first use.
+    pub fn new(cfg: &SinkConfig) -> Self {
         let host = cfg.fe_url.host_str().unwrap_or("localhost").to_string();
         let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
             .ip_or_hostname(host.clone())
@@ -180,10 +264,11 @@ impl TableAdmin {
             .pass(Some(cfg.password.expose_secret().to_string()))
             .prefer_socket(false)
             .into();
-        let admin = TableAdmin {
+        TableAdmin {
             opts,
             host,
             port: cfg.mysql_port,
+            user: cfg.user.clone(),
             database: cfg.database.clone(),
             connect_timeout: cfg.connect_timeout,
             request_timeout: cfg.request_timeout,
@@ -191,57 +276,120 @@ impl TableAdmin {
             add_columns: cfg.add_columns,
             replication_num: cfg.replication_num,
             delete_mode: cfg.delete_mode,
-        };
-        let mut conn = admin.conn().await?;
-        admin.run(&mut conn, "SELECT 1", "SELECT 1").await?;
-        admin.close(conn).await;
-        Ok(admin)
-    }
-
-    fn sql_err(&self, what: &str, e: impl std::fmt::Display) -> TableError {
-        TableError::Sql {
-            host: self.host.clone(),
-            port: self.port,
-            what: what.to_string(),
-            message: e.to_string(),
+            conn: tokio::sync::Mutex::new(None),
         }
     }
 
-    async fn conn(&self) -> Result<mysql_async::Conn, TableError> {
+    /// Classifies a driver error where it arises (kind and server code, never its text).
+    fn classify(&self, phase: Phase<'_>, e: mysql_async::Error) -> TableError {
+        use mysql_async::{DriverError, Error, IoError};
+        let broken = |cause: String| match phase {
+            Phase::Connect => TableError::Connect {
+                host: self.host.clone(),
+                port: self.port,
+                cause,
+            },
+            Phase::Statement(what) => TableError::Lost {
+                host: self.host.clone(),
+                port: self.port,
+                what: what.to_string(),
+                cause,
+            },
+        };
+        match e {
+            Error::Server(s) if is_auth_code(s.code) => TableError::Auth {
+                user: self.user.clone(),
+                host: self.host.clone(),
+                port: self.port,
+                code: s.code,
+                message: s.message,
+            },
+            Error::Server(s) => TableError::Server {
+                what: match phase {
+                    Phase::Connect => "the connection".to_string(),
+                    Phase::Statement(w) => w.to_string(),
+                },
+                transient: is_transient_server_error(s.code, &s.state),
+                code: s.code,
+                state: s.state,
+                message: s.message,
+            },
+            Error::Io(IoError::Io(io)) => broken(describe_io(&io)),
+            #[allow(unreachable_patterns)] // IoError::Tls exists with a TLS feature only.
+            Error::Io(other) => broken(other.to_string()),
+            Error::Driver(
+                d @ (DriverError::ConnectionClosed
+                | DriverError::PacketOutOfOrder
+                | DriverError::UnexpectedPacket { .. }
+                | DriverError::BadCompressedPacketHeader
+                | DriverError::PoolDisconnected),
+            ) => broken(d.to_string()),
+            Error::Driver(d) => TableError::Client {
+                host: self.host.clone(),
+                port: self.port,
+                message: d.to_string(),
+            },
+            Error::Url(u) => TableError::Client {
+                host: self.host.clone(),
+                port: self.port,
+                message: u.to_string(),
+            },
+            Error::Other(o) => broken(o.to_string()),
+        }
+    }
+
+    async fn open(&self) -> Result<mysql_async::Conn, TableError> {
         match tokio::time::timeout(
             self.connect_timeout,
             mysql_async::Conn::new(self.opts.clone()),
         )
         .await
         {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(self.sql_err("connect", e)),
-            Err(_) => Err(TableError::Timeout {
+            Ok(Ok(c)) => {
+                debug!(host = %self.host, port = self.port, "connected to the StarRocks FE MySQL port");
+                Ok(c)
+            }
+            Ok(Err(e)) => Err(self.classify(Phase::Connect, e)),
+            Err(_) => Err(TableError::Connect {
                 host: self.host.clone(),
                 port: self.port,
-                what: "connect".into(),
-                after: self.connect_timeout,
+                cause: format!(
+                    "no answer within {:?} (SINK_CONNECT_TIMEOUT_MS)",
+                    self.connect_timeout
+                ),
             }),
         }
     }
 
-    /// Closes a connection politely, but never waits longer than the connect timeout
-    /// (a server that does not answer COM_QUIT must not hang the loader).
-    async fn close(&self, conn: mysql_async::Conn) {
-        let _ = tokio::time::timeout(self.connect_timeout, conn.disconnect()).await;
-    }
-
-    async fn run(
-        &self,
-        conn: &mut mysql_async::Conn,
-        sql: &str,
-        what: &str,
-    ) -> Result<Vec<mysql_async::Row>, TableError> {
+    /// Runs one statement on the shared connection: opens it if needed, checks a reused
+    /// one with a ping first (so a statement is never sent twice after a loss), and drops
+    /// it after a connection-level failure or a timeout (its state is unknown then).
+    async fn query(&self, sql: &str, what: &str) -> Result<Vec<mysql_async::Row>, TableError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(mut c) = slot.take() {
+            match tokio::time::timeout(self.connect_timeout, c.ping()).await {
+                Ok(Ok(())) => *slot = Some(c),
+                _ => debug!("the StarRocks MySQL connection was lost; reconnecting"),
+            }
+        }
+        let mut conn = match slot.take() {
+            Some(c) => c,
+            None => self.open().await?,
+        };
         match tokio::time::timeout(self.request_timeout, conn.query::<mysql_async::Row, _>(sql))
             .await
         {
-            Ok(Ok(rows)) => Ok(rows),
-            Ok(Err(e)) => Err(self.sql_err(what, e)),
+            Ok(Ok(rows)) => {
+                *slot = Some(conn);
+                Ok(rows)
+            }
+            Ok(Err(e)) => {
+                let server_side = matches!(e, mysql_async::Error::Server(_));
+                if server_side {
+                    *slot = Some(conn);
+                }
+                Err(self.classify(Phase::Statement(what), e))
+            }
             Err(_) => Err(TableError::Timeout {
                 host: self.host.clone(),
                 port: self.port,
@@ -251,13 +399,17 @@ impl TableAdmin {
         }
     }
 
+    /// Checks reachability and credentials (`SELECT 1`).
+    pub async fn ping(&self) -> Result<(), TableError> {
+        self.query("SELECT 1", "SELECT 1").await.map(|_| ())
+    }
+
     fn qualified(&self, table: &str) -> String {
         format!("{}.{}", quote(&self.database), quote(table))
     }
 
     /// The columns of `table`, or None when it does not exist.
     pub async fn describe(&self, table: &str) -> Result<Option<Vec<TargetColumn>>, TableError> {
-        let mut conn = self.conn().await?;
         let sql = format!(
             "SELECT column_name, data_type, column_type, column_key, is_nullable \
              FROM information_schema.columns WHERE table_schema = {} AND table_name = {} \
@@ -265,11 +417,8 @@ impl TableAdmin {
             sql_string(&self.database),
             sql_string(table)
         );
-        let rows = self
-            .run(&mut conn, &sql, "information_schema.columns")
-            .await?;
+        let rows = self.query(&sql, "information_schema.columns").await?;
         if rows.is_empty() {
-            self.close(conn).await;
             return Ok(None);
         }
         let text = |r: &mysql_async::Row, i: usize| -> String {
@@ -290,8 +439,7 @@ impl TableAdmin {
         if !cols.iter().any(|c| c.is_key) {
             // column_key may be empty on some versions: read the key from the DDL.
             let ddl_rows = self
-                .run(
-                    &mut conn,
+                .query(
                     &format!("SHOW CREATE TABLE {}", self.qualified(table)),
                     "SHOW CREATE TABLE",
                 )
@@ -304,7 +452,6 @@ impl TableAdmin {
                 }
             }
         }
-        self.close(conn).await;
         Ok(Some(cols))
     }
 
@@ -353,15 +500,12 @@ impl TableAdmin {
                     ddl,
                 });
             }
-            let mut conn = self.conn().await?;
-            self.run(
-                &mut conn,
+            self.query(
                 &format!("CREATE DATABASE IF NOT EXISTS {}", quote(&self.database)),
                 "CREATE DATABASE",
             )
             .await?;
-            self.run(&mut conn, &ddl, "CREATE TABLE").await?;
-            self.close(conn).await;
+            self.query(&ddl, "CREATE TABLE").await?;
             info!(target_table = %table, source = %source, %ddl, "created target table");
             return Ok(EnsureOutcome::Created);
         };
@@ -441,7 +585,6 @@ impl TableAdmin {
         if missing.is_empty() {
             return Ok(EnsureOutcome::Ok);
         }
-        let mut conn = self.conn().await?;
         let mut added = Vec::new();
         for c in missing {
             let sql = format!(
@@ -451,19 +594,16 @@ impl TableAdmin {
                 c.sr_type
             );
             warn!(target_table = %table, column = %c.column, %sql, "adding a new source column to the target");
-            self.run(&mut conn, &sql, "ALTER TABLE ADD COLUMN").await?;
+            self.query(&sql, "ALTER TABLE ADD COLUMN").await?;
             added.push(c.column.clone());
         }
-        self.close(conn).await;
         Ok(EnsureOutcome::AddedColumns(added))
     }
 
     /// `TRUNCATE TABLE db.t`.
     pub async fn truncate(&self, table: &str) -> Result<(), TableError> {
-        let mut conn = self.conn().await?;
         let sql = format!("TRUNCATE TABLE {}", self.qualified(table));
-        self.run(&mut conn, &sql, "TRUNCATE TABLE").await?;
-        self.close(conn).await;
+        self.query(&sql, "TRUNCATE TABLE").await?;
         info!(target_table = %table, "truncated target table");
         Ok(())
     }
@@ -618,6 +758,26 @@ mod tests {
         assert!(incompatible(&SrType::Varchar(400), &col("varchar", "varchar(65533)")).is_none());
         assert!(incompatible(&SrType::Json, &col("varchar", "varchar(10)")).is_some());
         assert!(incompatible(&SrType::DateTime, &col("datetime", "datetime")).is_none());
+    }
+
+    #[test]
+    fn server_errors_are_classified_by_code_and_sqlstate() {
+        assert!(is_auth_code(1045) && is_auth_code(1698) && !is_auth_code(1064));
+        assert!(is_transient_server_error(1040, "08004"));
+        assert!(
+            is_transient_server_error(1064, "HY000"),
+            "StarRocks's general error"
+        );
+        assert!(is_transient_server_error(9999, "08S01"));
+        assert!(!is_transient_server_error(1064, "42000"), "syntax");
+        assert!(
+            !is_transient_server_error(1060, "42S21"),
+            "duplicate column"
+        );
+        assert!(
+            !is_transient_server_error(1049, "42000"),
+            "unknown database"
+        );
     }
 
     #[test]

@@ -367,13 +367,19 @@ async fn process(
         None => body.to_vec(),
     };
     let is_json = format == Format::Json;
-    let inject = shared
-        .faults
-        .take(|f| match f {
-            Fault::FilterRows { rows } => Some(*rows),
-            _ => None,
-        })
-        .unwrap_or(0);
+    // Row faults: filtered rows (within the ratio check, or committed anyway), lost rows.
+    let row_fault = shared.faults.take(|f| match f {
+        Fault::FilterRows { .. } | Fault::FilteredSuccess { .. } | Fault::LoseRows { .. } => {
+            Some(f.clone())
+        }
+        _ => None,
+    });
+    let (inject, ignore_ratio, lose) = match row_fault {
+        Some(Fault::FilterRows { rows }) => (rows, false, 0),
+        Some(Fault::FilteredSuccess { rows }) => (rows, true, 0),
+        Some(Fault::LoseRows { rows }) => (0, false, rows),
+        _ => (0, false, 0),
+    };
     let (converted, total) = if is_json {
         let objs = match body::parse_json(&data, &plan) {
             Ok(o) => o,
@@ -392,6 +398,11 @@ async fn process(
             n,
         )
     };
+    let mut converted = converted;
+    if lose > 0 {
+        let n = (lose as usize).min(converted.rows.len());
+        converted.rows.drain(..n);
+    }
     let filtered = converted.errors.len() as u64;
     let loaded = converted.rows.len() as u64;
     let error_url = if filtered > 0 {
@@ -412,7 +423,7 @@ async fn process(
         r.error_url = error_url.clone();
         r
     };
-    if total > 0 && (filtered as f64) / (total as f64) > plan.max_filter_ratio {
+    if !ignore_ratio && total > 0 && (filtered as f64) / (total as f64) > plan.max_filter_ratio {
         let m = "too many filtered rows".to_string();
         ctx.abort(txn, &m);
         let mut r = counted(base(status::FAIL, m));
@@ -429,11 +440,19 @@ async fn process(
         Fault::StatusFail { .. }
         | Fault::PublishTimeout { .. }
         | Fault::LabelRunning { .. }
+        | Fault::LateCommit { .. }
         | Fault::DropConnection { .. } => Some(f.clone()),
         _ => None,
     });
-    if let Some(Fault::LabelRunning { hold_ms }) = &commit_fault {
-        tokio::time::sleep(Duration::from_millis(*hold_ms)).await;
+    match &commit_fault {
+        Some(Fault::LabelRunning { hold_ms }) => {
+            tokio::time::sleep(Duration::from_millis(*hold_ms)).await;
+        }
+        // This task runs on even when the client's connection is gone.
+        Some(Fault::LateCommit { commit_after_ms }) => {
+            tokio::time::sleep(Duration::from_millis(*commit_after_ms)).await;
+        }
+        _ => {}
     }
     let (do_commit, visible_after) = match &commit_fault {
         Some(Fault::StatusFail { commit, .. }) | Some(Fault::DropConnection { commit }) => {
@@ -465,6 +484,10 @@ async fn process(
         r
     };
     match commit_fault {
+        Some(Fault::LateCommit { .. }) => {
+            ctx.finish(finish_resp(status::SUCCESS, "OK".into()), committed, false);
+            Outcome::Drop
+        }
         Some(Fault::DropConnection { .. }) => {
             ctx.finish(
                 finish_resp(status::FAIL, "connection dropped by fault".into()),
