@@ -4,6 +4,7 @@
 //! durable records, executes the steps through the StarRocks sink and advances the
 //! loaded mark and the confirmed LSN (invariants 1, 4, 5, 10).
 
+pub mod journal;
 pub mod loader;
 pub mod plan;
 pub mod starrocks;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio_postgres::Client;
 use tracing::info;
 
-use super::loader::{LoadBatch, LoadResult, LoadSink, RetryNote, SinkFailure};
+use super::loader::{LoadBatch, LoadResult, LoadSink, PreparedTable, RetryNote, SinkFailure};
 use super::plan::{ColumnSet, RowOp};
 use crate::config::{Config, DeleteMode, SinkConfig, SinkFormat, TableName};
 use crate::connectors::sinks::starrocks::csv;
@@ -44,7 +44,7 @@ pub struct StarRocksLoadSink {
 }
 
 fn fail(what: &str, e: impl std::fmt::Display) -> SinkFailure {
-    SinkFailure(format!("{what}: {e}"))
+    SinkFailure::permanent(format!("{what}: {e}"))
 }
 
 impl StarRocksLoadSink {
@@ -116,7 +116,10 @@ impl StarRocksLoadSink {
     }
 
     /// Maps the relation's columns and checks / creates / extends its target.
-    async fn ensure_target(&self, rel: &Relation) -> Result<Arc<Vec<ColumnMapping>>, SinkFailure> {
+    async fn ensure_target(
+        &self,
+        rel: &Relation,
+    ) -> Result<(Arc<Vec<ColumnMapping>>, Vec<usize>), SinkFailure> {
         let oids: Vec<u32> = rel.columns.iter().map(|c| c.type_oid).collect();
         let types = resolve_types(&self.pg, &oids)
             .await
@@ -124,25 +127,34 @@ impl StarRocksLoadSink {
         let keys = primary_key(&self.pg, &rel.namespace, &rel.name)
             .await
             .map_err(|e| fail(&format!("primary key of {}", rel.qualified_name()), e))?;
-        let mappings =
-            map_relation(rel, &types, Some(&keys)).map_err(|e| SinkFailure(e.to_string()))?;
+        let mappings = map_relation(rel, &types, Some(&keys))
+            .map_err(|e| SinkFailure::permanent(e.to_string()))?;
         let target = self.target_name(rel);
         let outcome = self
             .admin
             .ensure_table(&rel.qualified_name(), &target, &mappings, &keys)
             .await
-            .map_err(|e| SinkFailure(e.to_string()))?;
+            .map_err(|e| SinkFailure::permanent(e.to_string()))?;
         info!(source = %rel.qualified_name(), target = %target, ?outcome, "target table ready");
-        Ok(Arc::new(mappings))
+        let positions = rel
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| keys.contains(&c.name))
+            .map(|(i, _)| i)
+            .collect();
+        Ok((Arc::new(mappings), positions))
     }
 
     fn mapping(&self, id: RelationId, v: u32) -> Result<Arc<Vec<ColumnMapping>>, SinkFailure> {
         self.mappings
             .lock()
-            .map_err(|_| SinkFailure("mapping cache poisoned".into()))?
+            .map_err(|_| SinkFailure::permanent("mapping cache poisoned"))?
             .get(&(id, v))
             .cloned()
-            .ok_or_else(|| SinkFailure(format!("relation {id} version {v} was not prepared")))
+            .ok_or_else(|| {
+                SinkFailure::permanent(format!("relation {id} version {v} was not prepared"))
+            })
     }
 
     /// Encodes the rows of one load; returns (body, columns header, partial).
@@ -188,9 +200,9 @@ impl StarRocksLoadSink {
                         match v {
                             Value::Null => s.push_str("null"),
                             Value::Text(t) => write_json_value(t, &maps[*i], &mut s)
-                                .map_err(|e| SinkFailure(e.to_string()))?,
+                                .map_err(|e| SinkFailure::permanent(e.to_string()))?,
                             Value::Binary(_) | Value::UnchangedToast => {
-                                return Err(SinkFailure(format!(
+                                return Err(SinkFailure::permanent(format!(
                                     "{}: column {} has a value the loader cannot encode ({v:?})",
                                     b.relation.qualified_name(),
                                     names[*i]
@@ -235,9 +247,9 @@ impl StarRocksLoadSink {
                         fields.push(match v {
                             None | Some(Value::Null) => None,
                             Some(Value::Text(t)) => to_csv_field(t, &maps[*i])
-                                .map_err(|e| SinkFailure(e.to_string()))?,
+                                .map_err(|e| SinkFailure::permanent(e.to_string()))?,
                             Some(other) => {
-                                return Err(SinkFailure(format!(
+                                return Err(SinkFailure::permanent(format!(
                                 "{}: column {} has a value the loader cannot encode ({other:?})",
                                 b.relation.qualified_name(),
                                 names[*i]
@@ -284,7 +296,7 @@ impl StarRocksLoadSink {
                 }
                 Err(e) if transient(&e) => {
                     let delay = self.retry.delay(attempt);
-                    note.retrying(what, attempt, delay, &e.0);
+                    note.retrying(what, attempt, delay, &e.message);
                     tokio::time::sleep(delay).await;
                     attempt = attempt.saturating_add(1);
                 }
@@ -296,7 +308,7 @@ impl StarRocksLoadSink {
 
 /// Connection-level failures of the catalog or the MySQL port: worth a retry.
 fn looks_transient(e: &SinkFailure) -> bool {
-    let m = e.0.to_ascii_lowercase();
+    let m = e.message.to_ascii_lowercase();
     [
         "connection",
         "timed out",
@@ -330,15 +342,15 @@ impl LoadSink for StarRocksLoadSink {
         relation: &Relation,
         rel_version: u32,
         note: &RetryNote,
-    ) -> Result<(), SinkFailure> {
+    ) -> Result<PreparedTable, SinkFailure> {
         // Catalog queries and DDL are bounded: a hang becomes a logged, retried failure.
         let limit = self.cfg.request_timeout;
-        let maps = self
+        let (maps, key_columns) = self
             .retrying("preparing target table", note, looks_transient, || async {
                 tokio::time::timeout(limit, self.ensure_target(relation))
                     .await
                     .unwrap_or_else(|_| {
-                        Err(SinkFailure(format!(
+                        Err(SinkFailure::permanent(format!(
                             "preparing the target of {} timed out after {limit:?}",
                             relation.qualified_name()
                         )))
@@ -347,9 +359,9 @@ impl LoadSink for StarRocksLoadSink {
             .await?;
         self.mappings
             .lock()
-            .map_err(|_| SinkFailure("mapping cache poisoned".into()))?
+            .map_err(|_| SinkFailure::permanent("mapping cache poisoned"))?
             .insert((relation.id, rel_version), maps);
-        Ok(())
+        Ok(PreparedTable { key_columns })
     }
 
     async fn load(&self, batch: LoadBatch<'_>) -> Result<LoadResult, SinkFailure> {
@@ -376,7 +388,16 @@ impl LoadSink for StarRocksLoadSink {
             })
             .await
             .map_err(|e| {
-                SinkFailure(format!(
+                let rejected = matches!(
+                    e,
+                    crate::connectors::sinks::starrocks::SinkError::Filtered(_)
+                );
+                let f = if rejected {
+                    SinkFailure::rejected
+                } else {
+                    SinkFailure::permanent
+                };
+                f(format!(
                     "loading {} into {target} (label {}): {e}",
                     batch.relation.qualified_name(),
                     batch.label
@@ -397,9 +418,9 @@ impl LoadSink for StarRocksLoadSink {
         self.retrying("TRUNCATE TABLE", note, looks_transient, || async {
             self.admin.truncate(&target).await.map_err(|e| {
                 let transient = e.is_transient();
-                let f = SinkFailure(format!("TRUNCATE TABLE {target}: {e}"));
+                let f = SinkFailure::permanent(format!("TRUNCATE TABLE {target}: {e}"));
                 if transient && !looks_transient(&f) {
-                    SinkFailure(format!("connection problem: {}", f.0))
+                    SinkFailure::permanent(format!("connection problem: {}", f.message))
                 } else {
                     f
                 }
