@@ -285,6 +285,7 @@ async fn a_success_with_filtered_rows_reaches_the_loader_as_a_rejection() {
     s.prepare(&rel, 1, &RetryNote::detached()).await.unwrap();
     let rows: Vec<PlannedRow> = (1..=3)
         .map(|i| PlannedRow {
+            seq: i,
             op: RowOp::Upsert,
             values: vec![
                 (0, Value::Text(i.to_string().into_bytes())),

@@ -8,24 +8,25 @@
 //! - 4: the loaded mark and the confirmed LSN only land on commit records; a transaction
 //!   larger than the batch bounds is loaded in parts but confirmed only at its commit;
 //! - 5: labels are built from the spool id, the target table and the sequence range; a
-//!   retry reuses them. Loads that follow a TRUNCATE of the same table in a window not
-//!   yet confirmed carry this run's epoch instead, because a replay after a crash runs the
-//!   TRUNCATE again and must then really reload them (a reused label would be skipped as
-//!   "already loaded");
+//!   retry reuses them. Before a window's loads are sent, its steps and labels are made
+//!   durable in the spool's ledger (the load journal, `journal`); after a restart exactly
+//!   those loads are re-sent, same labels and content, before anything newer, and a
+//!   TRUNCATE that already ran is not run again;
 //! - 10: a window is bounded by rows and bytes; memory does not grow with the backlog.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Mutex};
 use tracing::{debug, info, warn};
 
+use super::journal::{Journal, JournalError, JournalStep};
 use super::plan::{ColumnSet, PlanError, PlannedRow, Planner, RowOp, Step};
 use crate::config::AckPolicy;
-use crate::core::{Lsn, Relation, RelationId};
+use crate::core::{ChangeOp, Lsn, Relation, RelationId};
 use crate::grpc::state::{LastLoad, LoaderStatus, TableCounters};
 use crate::spool::{DurableMark, Spool, SpoolError, SpoolRecord};
 
@@ -215,6 +216,8 @@ pub enum LoaderError {
     Plan(#[from] PlanError),
     #[error("sink: {0}")]
     Sink(#[from] SinkFailure),
+    #[error("{0}")]
+    Journal(#[from] JournalError),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -242,6 +245,13 @@ pub struct LoaderControl {
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// Whether the loader goes on or was stopped (shutdown) in the middle of something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Go,
+    Stopped,
+}
+
 /// The loader.
 pub struct Loader<S: LoadSink> {
     spool: Spool,
@@ -249,9 +259,8 @@ pub struct Loader<S: LoadSink> {
     opts: LoaderOptions,
     status: Arc<watch::Sender<LoaderStatus>>,
     confirmed: watch::Sender<Lsn>,
-    epoch: u32,
     relations: HashMap<(RelationId, u32), Arc<Relation>>,
-    prepared: HashMap<(RelationId, u32), PreparedTable>,
+    prepared: HashMap<(RelationId, u32), Arc<PreparedTable>>,
 }
 
 /// A window of records planned but not yet loaded.
@@ -259,9 +268,37 @@ struct Window {
     planner: Planner,
     /// Last commit record in the window: (seq, end_lsn).
     last_commit: Option<(u64, Lsn)>,
+    /// Last record planned.
+    last_read: u64,
     started: Option<Instant>,
     /// Latest schema version seen per relation (for truncates).
     versions: HashMap<RelationId, u32>,
+    /// Steps already sent of a window loaded in parts (a transaction larger than a window).
+    journal: Option<Journal>,
+}
+
+/// One step to run, with what the journal says about it.
+enum Exec {
+    Load {
+        rel_version: u32,
+        columns: ColumnSet,
+        rows: Vec<PlannedRow>,
+        label: String,
+        /// Position of the step in its table's journal.
+        index: usize,
+    },
+    Truncate {
+        seq: u64,
+        index: usize,
+    },
+}
+
+/// One table's work: its relation versions and its steps, run in order.
+struct TableWork {
+    id: RelationId,
+    rels: HashMap<u32, Arc<Relation>>,
+    steps: Vec<Exec>,
+    done: AtomicUsize,
 }
 
 impl<S: LoadSink> Loader<S> {
@@ -279,8 +316,6 @@ impl<S: LoadSink> Loader<S> {
             confirmed_lsn: loaded.confirmed_lsn,
             ..LoaderStatus::default()
         });
-        // Non-zero: part 0 is the deterministic label.
-        let epoch = rand::random::<u32>().max(1);
         (
             Loader {
                 spool,
@@ -288,7 +323,6 @@ impl<S: LoadSink> Loader<S> {
                 opts,
                 status: Arc::new(status),
                 confirmed,
-                epoch,
                 relations: HashMap::new(),
                 prepared: HashMap::new(),
             },
@@ -310,13 +344,42 @@ impl<S: LoadSink> Loader<S> {
         let mut window = Window {
             planner: Planner::with_soft_deletes(self.opts.soft_deletes),
             last_commit: None,
+            last_read: 0,
             started: None,
             versions: HashMap::new(),
+            journal: None,
         };
         // Relations already known to the spool (restart): their latest versions.
         for (id, v, _) in self.spool.relations() {
             let e = window.versions.entry(id).or_insert(v);
             *e = (*e).max(v);
+        }
+        // The window in flight when the last run ended: re-send it exactly first.
+        if let Some(bytes) = self.spool.loader_journal() {
+            let journal = Journal::decode(&bytes)?;
+            if journal.planned_through < next {
+                // Already marked (cannot happen: the mark clears it atomically).
+                self.persist_journal(None).await?;
+            } else {
+                info!(
+                    from_seq = next,
+                    through_seq = journal.planned_through,
+                    loads = journal.loads().count(),
+                    "re-sending the loads that were in flight when dbmazz last stopped, with their labels"
+                );
+                let through = journal.planned_through;
+                let end = journal.window_end;
+                let Some(journal) = self.replay(journal, &mut control).await? else {
+                    self.stage("stopped");
+                    return Ok(());
+                };
+                next = through + 1;
+                window.last_read = through;
+                match end {
+                    Some((seq, end_lsn)) => self.mark(seq, end_lsn).await?,
+                    None => window.journal = Some(journal),
+                }
+            }
         }
         loop {
             if *control.shutdown.borrow() {
@@ -355,13 +418,41 @@ impl<S: LoadSink> Loader<S> {
                         } => {
                             let rel = self.relation(change.relation, rel_version)?;
                             window.versions.insert(rel.id, rel_version);
-                            window.planner.add(seq, &rel, rel_version, &change)?;
+                            if let ChangeOp::Truncate { relations, .. } = &change.op {
+                                // Every truncated table needs a known, prepared target,
+                                // also one whose first change this is.
+                                for r in relations {
+                                    let v = self.version_of(&mut window, *r)?;
+                                    if self.prepare(*r, v, &mut control).await?.is_none() {
+                                        self.stage("stopped");
+                                        return Ok(());
+                                    }
+                                }
+                            }
+                            let Some(prepared) =
+                                self.prepare(rel.id, rel_version, &mut control).await?
+                            else {
+                                self.stage("stopped");
+                                return Ok(());
+                            };
+                            window.planner.add(
+                                seq,
+                                &rel,
+                                rel_version,
+                                &prepared.key_columns,
+                                &change,
+                            )?;
+                            window.last_read = seq;
                         }
                         SpoolRecord::Commit(c) => {
+                            window.last_read = seq;
                             window.last_commit = Some((seq, c.info.end_lsn));
                             let full = window.planner.rows() >= self.opts.flush_rows
                                 || window.planner.bytes() >= self.opts.flush_bytes;
-                            if full && !self.flush(&mut window, true, &mut control).await? {
+                            if full
+                                && self.flush(&mut window, true, &mut control).await?
+                                    == Flow::Stopped
+                            {
                                 self.stage("stopped");
                                 return Ok(());
                             }
@@ -371,7 +462,8 @@ impl<S: LoadSink> Loader<S> {
                     // memory); it is confirmed at its commit only.
                     let huge = window.planner.rows() >= self.opts.flush_rows.saturating_mul(4)
                         || window.planner.bytes() >= self.opts.flush_bytes.saturating_mul(4);
-                    if huge && !self.flush(&mut window, false, &mut control).await? {
+                    if huge && self.flush(&mut window, false, &mut control).await? == Flow::Stopped
+                    {
                         self.stage("stopped");
                         return Ok(());
                     }
@@ -385,7 +477,7 @@ impl<S: LoadSink> Loader<S> {
                 .map(|t| t.elapsed() >= self.opts.flush_interval)
                 .unwrap_or(false);
             if window.last_commit.is_some() && (due || *control.drain.borrow()) {
-                if !self.flush(&mut window, true, &mut control).await? {
+                if self.flush(&mut window, true, &mut control).await? == Flow::Stopped {
                     self.stage("stopped");
                     return Ok(());
                 }
@@ -393,7 +485,8 @@ impl<S: LoadSink> Loader<S> {
             }
             // Everything durable is loaded, but empty transactions (no records) may have
             // moved the durable LSN past the last confirmed commit: confirm it too.
-            if window.last_commit.is_none() && window.planner.is_empty() {
+            if window.last_commit.is_none() && window.planner.is_empty() && window.journal.is_none()
+            {
                 self.confirm_empty_tail().await?;
             }
             if *control.drain.borrow() && window.last_commit.is_none() {
@@ -424,30 +517,320 @@ impl<S: LoadSink> Loader<S> {
         Ok(r)
     }
 
-    /// Executes the planned steps; with `at_commit`, then marks the window's last commit
-    /// loaded and confirms its end LSN.
-    /// Returns false when a shutdown interrupted it (nothing is marked then).
+    /// The schema version to use for a truncated table: the latest seen in the log so
+    /// far, else the latest the spool holds (its Relation message preceded the TRUNCATE).
+    fn version_of(&mut self, window: &mut Window, id: RelationId) -> Result<u32, LoaderError> {
+        if let Some(v) = window.versions.get(&id) {
+            return Ok(*v);
+        }
+        let v = self
+            .spool
+            .relations()
+            .into_iter()
+            .filter(|(r, _, _)| *r == id)
+            .map(|(_, v, _)| v)
+            .max()
+            .ok_or_else(|| {
+                LoaderError::Internal(format!(
+                    "TRUNCATE of relation {id} whose schema the spool does not hold"
+                ))
+            })?;
+        window.versions.insert(id, v);
+        Ok(v)
+    }
+
+    /// The prepared target of a relation version (prepared once per run). `None` when a
+    /// shutdown came while the sink was still retrying.
+    async fn prepare(
+        &mut self,
+        id: RelationId,
+        version: u32,
+        control: &mut LoaderControl,
+    ) -> Result<Option<Arc<PreparedTable>>, LoaderError> {
+        if let Some(p) = self.prepared.get(&(id, version)) {
+            return Ok(Some(p.clone()));
+        }
+        let rel = self.relation(id, version)?;
+        let note = RetryNote(self.status.clone());
+        let sink = self.sink.clone();
+        let prepared = tokio::select! {
+            r = sink.prepare(&rel, version, &note) => r?,
+            _ = wait_for_shutdown(&mut control.shutdown) => return Ok(None),
+        };
+        let prepared = Arc::new(prepared);
+        self.prepared.insert((id, version), prepared.clone());
+        Ok(Some(prepared))
+    }
+
+    /// Journals, then executes the planned steps; with `at_commit`, then marks the
+    /// window's last commit loaded and confirms its end LSN.
     async fn flush(
         &mut self,
         window: &mut Window,
         at_commit: bool,
         control: &mut LoaderControl,
-    ) -> Result<bool, LoaderError> {
-        let steps = if at_commit {
-            window.planner.take()
+    ) -> Result<Flow, LoaderError> {
+        let steps = window.planner.take();
+        let end = if at_commit {
+            window.last_commit.take()
         } else {
-            window.planner.take_keep_truncates()
+            None
         };
-        if !self.execute(steps, &window.versions, control).await? {
-            return Ok(false);
-        }
-        if at_commit {
-            if let Some((seq, end_lsn)) = window.last_commit.take() {
+        if steps.is_empty() && window.journal.is_none() {
+            if let Some((seq, end_lsn)) = end {
                 self.mark(seq, end_lsn).await?;
             }
             window.started = None;
+            return Ok(Flow::Go);
         }
-        Ok(true)
+        let spool_id = self.spool.id();
+        let mut journal = window
+            .journal
+            .take()
+            .unwrap_or_else(|| Journal::new(self.opts.soft_deletes));
+        journal.planned_through = window.last_read;
+        journal.window_end = end;
+        let mut work = Vec::new();
+        for (id, steps) in steps {
+            let tj = journal.tables.entry(id).or_default();
+            let mut rels = HashMap::new();
+            let mut execs = Vec::new();
+            for step in steps {
+                let index = tj.steps.len();
+                match step {
+                    Step::Load {
+                        rel_version,
+                        columns,
+                        rows,
+                        first_seq,
+                        last_seq,
+                        ..
+                    } => {
+                        let rel = match rels.get(&rel_version) {
+                            Some(r) => Arc::clone(r),
+                            None => {
+                                let r = self.relation(id, rel_version)?;
+                                rels.insert(rel_version, r.clone());
+                                r
+                            }
+                        };
+                        let keys = self
+                            .prepared
+                            .get(&(id, rel_version))
+                            .map(|p| p.key_columns.clone())
+                            .unwrap_or_default();
+                        tj.keys.insert(rel_version, keys);
+                        let label = label_for(&*self.sink, &spool_id, &rel, first_seq, last_seq, 0);
+                        tj.steps.push(JournalStep::Load {
+                            rel_version,
+                            columns: columns.clone(),
+                            first_seq,
+                            last_seq,
+                            generation: 0,
+                            label: label.clone(),
+                        });
+                        execs.push(Exec::Load {
+                            rel_version,
+                            columns,
+                            rows,
+                            label,
+                            index,
+                        });
+                    }
+                    Step::Truncate { seq } => {
+                        if rels.is_empty() {
+                            let v = self.version_of(window, id)?;
+                            rels.insert(v, self.relation(id, v)?);
+                        }
+                        tj.steps.push(JournalStep::Truncate { seq, done: false });
+                        execs.push(Exec::Truncate { seq, index });
+                    }
+                }
+            }
+            work.push(TableWork {
+                id,
+                rels,
+                steps: execs,
+                done: AtomicUsize::new(0),
+            });
+        }
+        // Durable before the first body leaves (issue: labels must not change).
+        self.persist_journal(Some(&journal)).await?;
+        let cell = Mutex::new(journal);
+        let flow = self.execute(work, &cell, control).await;
+        let journal = cell.into_inner();
+        if flow? == Flow::Stopped {
+            return Ok(Flow::Stopped);
+        }
+        match end {
+            Some((seq, end_lsn)) => {
+                crate::failpoints::crash(crate::failpoints::LOADER_LOADED_NOT_MARKED);
+                self.mark(seq, end_lsn).await?;
+                window.started = None;
+            }
+            None => window.journal = Some(journal),
+        }
+        Ok(Flow::Go)
+    }
+
+    /// Re-sends the journal's loads (same labels, same rows, planned again from the
+    /// spool) and runs its truncates that did not run yet, table by table, step by step
+    /// (bounded memory). Returns the journal (truncates marked done) or `None` when a
+    /// shutdown interrupted it.
+    async fn replay(
+        &mut self,
+        journal: Journal,
+        control: &mut LoaderControl,
+    ) -> Result<Option<Journal>, LoaderError> {
+        let tables: Vec<RelationId> = journal.tables.keys().copied().collect();
+        let soft = journal.soft_deletes;
+        let cell = Mutex::new(journal);
+        for id in tables {
+            let (steps, keys) = {
+                let j = cell.lock().await;
+                let tj = &j.tables[&id];
+                (tj.steps.clone(), tj.keys.clone())
+            };
+            for (index, step) in steps.into_iter().enumerate() {
+                let (exec, rels) = match step {
+                    JournalStep::Load {
+                        rel_version,
+                        columns,
+                        first_seq,
+                        last_seq,
+                        label,
+                        ..
+                    } => {
+                        let rel = self.relation(id, rel_version)?;
+                        let keys = keys.get(&rel_version).cloned().unwrap_or_default();
+                        let rows = self
+                            .regenerate(
+                                &rel,
+                                rel_version,
+                                &keys,
+                                &columns,
+                                first_seq,
+                                last_seq,
+                                soft,
+                            )
+                            .await?;
+                        if self.prepare(id, rel_version, control).await?.is_none() {
+                            return Ok(None);
+                        }
+                        (
+                            Exec::Load {
+                                rel_version,
+                                columns,
+                                rows,
+                                label,
+                                index,
+                            },
+                            HashMap::from([(rel_version, rel)]),
+                        )
+                    }
+                    JournalStep::Truncate { done: true, .. } => continue,
+                    JournalStep::Truncate { seq, done: false } => {
+                        let v = self
+                            .spool
+                            .relations()
+                            .into_iter()
+                            .filter(|(r, _, _)| *r == id)
+                            .map(|(_, v, _)| v)
+                            .max()
+                            .ok_or_else(|| {
+                                LoaderError::Internal(format!(
+                                    "journal: TRUNCATE of relation {id} whose schema the spool does not hold"
+                                ))
+                            })?;
+                        let rel = self.relation(id, v)?;
+                        if self.prepare(id, v, control).await?.is_none() {
+                            return Ok(None);
+                        }
+                        (Exec::Truncate { seq, index }, HashMap::from([(v, rel)]))
+                    }
+                };
+                let work = vec![TableWork {
+                    id,
+                    rels,
+                    steps: vec![exec],
+                    done: AtomicUsize::new(0),
+                }];
+                if self.execute(work, &cell, control).await? == Flow::Stopped {
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(cell.into_inner()))
+    }
+
+    /// The rows of one journaled load: the changes of `rel` at `version` in records
+    /// `first..=last`, planned as before, keeping those of the load's column set.
+    #[allow(clippy::too_many_arguments)]
+    async fn regenerate(
+        &mut self,
+        rel: &Arc<Relation>,
+        version: u32,
+        keys: &[usize],
+        columns: &ColumnSet,
+        first: u64,
+        last: u64,
+        soft: bool,
+    ) -> Result<Vec<PlannedRow>, LoaderError> {
+        let mut planner = Planner::with_soft_deletes(soft);
+        let mut next = first;
+        while next <= last {
+            let spool = self.spool.clone();
+            let max = usize::try_from(last - next + 1)
+                .unwrap_or(usize::MAX)
+                .min(self.opts.read_chunk.max(1));
+            let from = next;
+            let records = tokio::task::spawn_blocking(move || spool.read_from(from, max))
+                .await
+                .map_err(|e| LoaderError::Internal(format!("spool read task: {e}")))??;
+            if records.is_empty() {
+                return Err(LoaderError::Internal(format!(
+                    "journal: records {next}..={last} are not in the spool"
+                )));
+            }
+            for (seq, rec) in records {
+                if seq > last {
+                    break;
+                }
+                next = seq + 1;
+                if let SpoolRecord::Change {
+                    rel_version,
+                    change,
+                } = rec
+                {
+                    if change.relation == rel.id
+                        && rel_version == version
+                        && !matches!(change.op, ChangeOp::Truncate { .. })
+                    {
+                        planner.add(seq, rel, version, keys, &change)?;
+                    }
+                }
+            }
+        }
+        let mut rows = Vec::new();
+        for step in planner.take().remove(&rel.id).unwrap_or_default() {
+            if let Step::Load {
+                rel_version,
+                columns: c,
+                rows: r,
+                ..
+            } = step
+            {
+                if rel_version == version && c == *columns {
+                    rows.extend(r.into_iter().filter(|r| r.seq >= first && r.seq <= last));
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Makes the journal durable (`None` clears it).
+    async fn persist_journal(&self, journal: Option<&Journal>) -> Result<(), LoaderError> {
+        persist(&self.spool, journal).await
     }
 
     /// Confirms the durable LSN when every durable record is loaded and only empty
@@ -461,6 +844,8 @@ impl<S: LoadSink> Loader<S> {
         Ok(())
     }
 
+    /// Marks everything up to the commit record `seq` loaded (clearing the journal in the
+    /// same ledger write) and confirms `end_lsn`.
     async fn mark(&mut self, seq: u64, end_lsn: Lsn) -> Result<(), LoaderError> {
         let spool = self.spool.clone();
         // When everything durable is loaded, empty transactions after the last commit
@@ -471,7 +856,7 @@ impl<S: LoadSink> Loader<S> {
         } else {
             end_lsn
         };
-        tokio::task::spawn_blocking(move || spool.mark_loaded(seq, confirm))
+        tokio::task::spawn_blocking(move || spool.mark_loaded_with_journal(seq, confirm, None))
             .await
             .map_err(|e| LoaderError::Internal(format!("spool mark task: {e}")))??;
         if self.opts.ack_policy == AckPolicy::Loaded {
@@ -491,59 +876,30 @@ impl<S: LoadSink> Loader<S> {
         Ok(())
     }
 
-    /// Runs the steps: prepares targets, then loads tables in parallel, each table's steps
-    /// in order. A pause (outside a drain) or a shutdown interrupts it: loads in flight
-    /// are abandoned (their labels make a replay safe); after a pause it continues from
-    /// each table's first unfinished step, so a finished TRUNCATE never runs twice in a
-    /// run. Returns false when a shutdown interrupted it.
+    /// Runs the steps, tables in parallel, each table's steps in order. A pause (outside
+    /// a drain) or a shutdown interrupts it: loads in flight are abandoned (their labels
+    /// are journaled, so a replay re-sends them); after a pause it continues from each
+    /// table's first unfinished step. TRUNCATEs that ran are recorded in the journal.
     async fn execute(
         &mut self,
-        steps: BTreeMap<RelationId, Vec<Step>>,
-        versions: &HashMap<RelationId, u32>,
+        work: Vec<TableWork>,
+        journal: &Mutex<Journal>,
         control: &mut LoaderControl,
-    ) -> Result<bool, LoaderError> {
-        if steps.is_empty() {
-            return Ok(true);
+    ) -> Result<Flow, LoaderError> {
+        if work.is_empty() {
+            return Ok(Flow::Go);
         }
         self.stage("loading");
         let note = RetryNote(self.status.clone());
-        // Resolve relations and prepare targets first (sequentially: DDL).
-        let mut work = Vec::new();
-        for (id, steps) in steps {
-            let mut rels = HashMap::new();
-            for s in &steps {
-                let v = match s {
-                    Step::Load { rel_version, .. } => *rel_version,
-                    Step::Truncate { .. } => match versions.get(&id) {
-                        Some(v) => *v,
-                        None => {
-                            return Err(LoaderError::Internal(format!(
-                                "TRUNCATE of relation {id} without a known schema"
-                            )))
-                        }
-                    },
-                };
-                if let std::collections::hash_map::Entry::Vacant(e) = rels.entry(v) {
-                    let r = self.relation(id, v)?;
-                    if !self.prepared.contains_key(&(id, v)) {
-                        let prepared = self.sink.prepare(&r, v, &note).await?;
-                        self.prepared.insert((id, v), prepared);
-                    }
-                    e.insert(r);
-                }
-            }
-            work.push((rels, steps, AtomicUsize::new(0)));
-        }
         let spool_id = self.spool.id();
         loop {
-            let futs = work.iter().map(|(rels, steps, done)| {
+            let futs = work.iter().map(|w| {
                 run_table(
                     &*self.sink,
+                    &self.spool,
                     &spool_id,
-                    self.epoch,
-                    rels,
-                    steps,
-                    done,
+                    w,
+                    journal,
                     &self.status,
                     &note,
                 )
@@ -568,14 +924,14 @@ impl<S: LoadSink> Loader<S> {
                 results = all => results,
                 shutdown = interrupt => {
                     if shutdown {
-                        info!("stopping: the load in flight is abandoned (replayed with the same label)");
-                        return Ok(false);
+                        info!("stopping: the load in flight is abandoned (journaled: re-sent with the same label)");
+                        return Ok(Flow::Stopped);
                     }
                     self.stage("paused");
                     info!("paused in the middle of a window; resumes where each table stopped");
                     loop {
                         if *control.shutdown.borrow() {
-                            return Ok(false);
+                            return Ok(Flow::Stopped);
                         }
                         if !*control.paused.borrow() || *control.drain.borrow() {
                             break;
@@ -595,26 +951,64 @@ impl<S: LoadSink> Loader<S> {
                     s.stage = "failed".into();
                     s.last_error = Some(e.to_string());
                 });
-                return Err(e.into());
+                return Err(e);
             }
-            return Ok(true);
+            return Ok(Flow::Go);
         }
     }
 }
 
-/// Runs one table's steps in order from `done`, advancing `done` after each step and
-/// counting into the loader status as it goes.
-#[allow(clippy::too_many_arguments)]
-async fn run_table<S: LoadSink>(
+/// Resolves once `shutdown` is (or becomes) true, or its sender is gone.
+async fn wait_for_shutdown(shutdown: &mut watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The label of a load (invariant 5): deterministic in the spool id, the target table,
+/// the sequence range and the generation.
+fn label_for<S: LoadSink>(
     sink: &S,
     spool_id: &str,
-    epoch: u32,
-    rels: &HashMap<u32, Arc<Relation>>,
-    steps: &[Step],
-    done: &AtomicUsize,
+    rel: &Relation,
+    first: u64,
+    last: u64,
+    generation: u32,
+) -> String {
+    crate::connectors::sinks::starrocks::label(
+        spool_id,
+        &sink.target_name(rel),
+        first,
+        last,
+        generation,
+    )
+}
+
+async fn persist(spool: &Spool, journal: Option<&Journal>) -> Result<(), LoaderError> {
+    let bytes = journal.map(Journal::encode).transpose()?;
+    let spool = spool.clone();
+    tokio::task::spawn_blocking(move || spool.set_loader_journal(bytes.as_deref()))
+        .await
+        .map_err(|e| LoaderError::Internal(format!("spool journal task: {e}")))??;
+    Ok(())
+}
+
+/// Runs one table's steps in order from `w.done`, advancing it after each step and
+/// counting into the loader status as it goes.
+async fn run_table<S: LoadSink>(
+    sink: &S,
+    spool: &Spool,
+    spool_id: &str,
+    w: &TableWork,
+    journal: &Mutex<Journal>,
     status: &watch::Sender<LoaderStatus>,
     note: &RetryNote,
-) -> Result<(), SinkFailure> {
+) -> Result<(), LoaderError> {
     let count = |rel: &Relation, target: &str, f: &dyn Fn(&mut TableCounters)| {
         status.send_modify(|s| {
             let c = s.tables.entry(target.to_string()).or_default();
@@ -623,29 +1017,24 @@ async fn run_table<S: LoadSink>(
             f(c);
         })
     };
-    for (i, step) in steps.iter().enumerate().skip(done.load(Ordering::SeqCst)) {
+    for (i, step) in w
+        .steps
+        .iter()
+        .enumerate()
+        .skip(w.done.load(Ordering::SeqCst))
+    {
         match step {
-            Step::Load {
+            Exec::Load {
                 rel_version,
                 columns,
                 rows,
-                first_seq,
-                last_seq,
-                after_truncate,
-                ..
+                label,
+                index,
             } => {
-                let rel = rels.get(rel_version).ok_or_else(|| {
-                    SinkFailure::permanent(format!("no schema for version {rel_version}"))
+                let rel = w.rels.get(rel_version).ok_or_else(|| {
+                    LoaderError::Internal(format!("no schema for version {rel_version}"))
                 })?;
                 let target = sink.target_name(rel);
-                // See the module docs: after a truncate, not reusable across runs on purpose.
-                let label = crate::connectors::sinks::starrocks::label(
-                    spool_id,
-                    &target,
-                    *first_seq,
-                    *last_seq,
-                    if *after_truncate { epoch } else { 0 },
-                );
                 let result = sink
                     .load(LoadBatch {
                         relation: rel,
@@ -655,13 +1044,44 @@ async fn run_table<S: LoadSink>(
                         label: label.clone(),
                         note,
                     })
-                    .await?;
+                    .await;
+                let result = match result {
+                    Ok(r) => r,
+                    Err(e) if e.rejected_load().is_some_and(|r| r.label_committed) => {
+                        // The label is spent: the next attempt (after the cause is fixed
+                        // and dbmazz restarted) sends the same rows under a new one.
+                        let mut j = journal.lock().await;
+                        if let Some(JournalStep::Load {
+                            generation,
+                            label: l,
+                            first_seq,
+                            last_seq,
+                            ..
+                        }) = j
+                            .tables
+                            .get_mut(&w.id)
+                            .and_then(|t| t.steps.get_mut(*index))
+                        {
+                            *generation += 1;
+                            *l = crate::connectors::sinks::starrocks::label(
+                                spool_id,
+                                &target,
+                                *first_seq,
+                                *last_seq,
+                                *generation,
+                            );
+                        }
+                        persist(spool, Some(&j)).await?;
+                        return Err(e.into());
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 let (ups, dels) = rows.iter().fold((0u64, 0u64), |(u, d), r| match r.op {
                     RowOp::Upsert => (u + 1, d),
                     RowOp::Delete => (u, d + 1),
                 });
                 let last = LastLoad {
-                    label,
+                    label: label.clone(),
                     at_unix_ms: now_ms(),
                     outcome: match result {
                         LoadResult::Loaded => "success".into(),
@@ -676,18 +1096,30 @@ async fn run_table<S: LoadSink>(
                     c.last_load = Some(last.clone());
                 });
             }
-            Step::Truncate { seq } => {
-                let rel = rels
+            Exec::Truncate { seq, index } => {
+                let rel = w
+                    .rels
                     .values()
                     .next()
-                    .ok_or_else(|| SinkFailure::permanent("truncate without a schema"))?;
+                    .ok_or_else(|| LoaderError::Internal("truncate without a schema".into()))?;
                 let target = sink.target_name(rel);
                 info!(table = %rel.qualified_name(), target = %target, seq, "applying TRUNCATE");
                 sink.truncate(rel, note).await?;
+                {
+                    let mut j = journal.lock().await;
+                    if let Some(JournalStep::Truncate { done, .. }) = j
+                        .tables
+                        .get_mut(&w.id)
+                        .and_then(|t| t.steps.get_mut(*index))
+                    {
+                        *done = true;
+                    }
+                    persist(spool, Some(&j)).await?;
+                }
                 count(rel, &target, &|c| c.truncates += 1);
             }
         }
-        done.store(i + 1, Ordering::SeqCst);
+        w.done.store(i + 1, Ordering::SeqCst);
     }
     Ok(())
 }

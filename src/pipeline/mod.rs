@@ -5,6 +5,7 @@
 //! `connectors::sinks::starrocks::sink`) and advances the
 //! loaded mark and the confirmed LSN (invariants 1, 4, 5, 10).
 
+pub mod journal;
 pub mod loader;
 pub mod plan;
 

@@ -3,13 +3,18 @@
 //! I/O.
 //!
 //! Row semantics (architecture contract): INSERT/UPDATE → upsert (`__op` 0); DELETE →
-//! `__op` 1; an UPDATE that changes the key deletes the old key first; an UPDATE whose
-//! new tuple leaves TOASTed columns unchanged is completed from the old tuple when the
-//! server sent it whole (REPLICA IDENTITY FULL), else it becomes a partial row listing
-//! only the columns it has. Rows of different column sets never share a load, and the
-//! order of changes per table is kept across loads; TRUNCATE is a step of its own.
+//! `__op` 1. Keys are the table's catalog primary key (given by the caller), never
+//! pgoutput's replica identity flags, which mark every column under REPLICA IDENTITY
+//! FULL. An UPDATE that changes the key deletes the old key first; one that keeps it is
+//! one upsert. An UPDATE whose new tuple leaves TOASTed columns unchanged is completed
+//! from the old tuple when the server sent it (REPLICA IDENTITY FULL, or the old key of
+//! a TOASTed key column), else it becomes a partial row listing only the columns it has.
+//! Rows of different column sets never share a load, and the order of changes per table
+//! is kept across loads; TRUNCATE is a step of its own.
 
 use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 use crate::core::{Change, ChangeOp, OldKind, Relation, RelationId, Value};
 
@@ -32,7 +37,7 @@ impl RowOp {
 
 /// The columns a load carries: all of them (a full row; deletes may carry keys only), or
 /// a partial update listing column indexes (keys included).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ColumnSet {
     Full,
     Partial(Vec<usize>),
@@ -41,6 +46,8 @@ pub enum ColumnSet {
 /// One row to load: column index → value (Null included), in relation column order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedRow {
+    /// Spool sequence of the change the row comes from (a key change gives two rows).
+    pub seq: u64,
     pub op: RowOp,
     pub values: Vec<(usize, Value)>,
 }
@@ -53,12 +60,9 @@ pub enum Step {
         rel_version: u32,
         columns: ColumnSet,
         rows: Vec<PlannedRow>,
-        /// Spool sequence range of the rows (for the label).
+        /// Spool sequence range of the rows (for the label and the load journal).
         first_seq: u64,
         last_seq: u64,
-        /// A truncate of this table ran earlier in the same unconfirmed window: the
-        /// label must not be reused across runs (see `loader`).
-        after_truncate: bool,
         /// Approximate payload bytes.
         bytes: usize,
     },
@@ -72,6 +76,19 @@ pub enum Step {
 pub enum PlanError {
     #[error("{table}: UPDATE/DELETE at seq {seq} without a key (REPLICA IDENTITY NOTHING?): cannot apply it to a primary key table")]
     NoKey { table: String, seq: u64 },
+    #[error("{table}: UPDATE at seq {seq} left its TOASTed key column {column} unchanged and the server sent no old key to take it from; PostgreSQL releases from February 2022 on always send it: upgrade the source server or set REPLICA IDENTITY FULL")]
+    ToastedKey {
+        table: String,
+        seq: u64,
+        column: String,
+    },
+    #[error("{table}: key column position {column} at seq {seq} is outside the relation's {want} columns (the target's primary key does not match the source)")]
+    BadKey {
+        table: String,
+        seq: u64,
+        column: usize,
+        want: usize,
+    },
     #[error("{table}: change at seq {seq} has {got} values but the relation has {want} columns")]
     Arity {
         table: String,
@@ -88,7 +105,6 @@ pub struct Planner {
     /// a partial row (keys only) so the row's other values stay in place.
     soft_deletes: bool,
     tables: BTreeMap<RelationId, Vec<Step>>,
-    truncated: BTreeMap<RelationId, bool>,
     rows: usize,
     bytes: usize,
 }
@@ -136,29 +152,26 @@ impl Planner {
         self.tables.is_empty()
     }
 
-    /// Takes the planned steps, leaving the planner empty (truncate memory included:
-    /// call at confirmed boundaries only, see [`Planner::take_keep_truncates`]).
+    /// Whether deletes are soft (`SINK_DELETE_MODE=soft`).
+    pub fn soft_deletes(&self) -> bool {
+        self.soft_deletes
+    }
+
+    /// Takes the planned steps, leaving the planner empty.
     pub fn take(&mut self) -> BTreeMap<RelationId, Vec<Step>> {
         self.rows = 0;
         self.bytes = 0;
-        self.truncated.clear();
         std::mem::take(&mut self.tables)
     }
 
-    /// Takes the steps but remembers which tables were truncated, for a window that is
-    /// executed in parts before its commit is confirmed.
-    pub fn take_keep_truncates(&mut self) -> BTreeMap<RelationId, Vec<Step>> {
-        self.rows = 0;
-        self.bytes = 0;
-        std::mem::take(&mut self.tables)
-    }
-
-    /// Adds one change (decoded with `rel` at `rel_version`) read at `seq`.
+    /// Adds one change (decoded with `rel` at `rel_version`) read at `seq`. `keys` are the
+    /// positions of the table's primary key columns in `rel.columns`.
     pub fn add(
         &mut self,
         seq: u64,
         rel: &Relation,
         rel_version: u32,
+        keys: &[usize],
         change: &Change,
     ) -> Result<(), PlanError> {
         let n = rel.columns.len();
@@ -173,27 +186,44 @@ impl Planner {
             }
             Ok(())
         };
-        let key_idx: Vec<usize> = rel
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.is_key)
-            .map(|(i, _)| i)
-            .collect();
+        let key_idx = keys;
+        if let Some(&k) = key_idx.iter().find(|&&k| k >= n) {
+            return Err(PlanError::BadKey {
+                table: rel.qualified_name(),
+                seq,
+                column: k,
+                want: n,
+            });
+        }
         match &change.op {
             ChangeOp::Insert { new } => {
                 check(new)?;
                 self.push_row(
-                    seq,
                     rel.id,
                     rel_version,
-                    full_or_partial(new, &key_idx, RowOp::Upsert),
+                    full_or_partial(seq, new, key_idx, RowOp::Upsert),
                 );
             }
             ChangeOp::Update { old, new } => {
                 check(new)?;
                 if let Some((_, o)) = old {
                     check(o)?;
+                }
+                // An unchanged TOASTed key value: the server sends the old key then.
+                let mut new = new.clone();
+                for &i in key_idx {
+                    if new[i] == Value::UnchangedToast {
+                        match old {
+                            Some((_, o)) if o[i] != Value::UnchangedToast => new[i] = o[i].clone(),
+                            _ => {
+                                return Err(PlanError::ToastedKey {
+                                    table: rel.qualified_name(),
+                                    seq,
+                                    column: rel.columns[i].name.clone(),
+                                })
+                            }
+                        }
+                    }
                 }
                 // Key change: delete the old key first.
                 if let Some((kind, o)) = old {
@@ -211,17 +241,15 @@ impl Planner {
                     }
                     if changed {
                         self.push_row(
-                            seq,
                             rel.id,
                             rel_version,
                             (
-                                self.key_delete_set(&key_idx),
-                                key_row(o, &key_idx, RowOp::Delete),
+                                self.key_delete_set(key_idx),
+                                key_row(seq, o, key_idx, RowOp::Delete),
                             ),
                         );
                     }
                 }
-                let mut new = new.clone();
                 if let Some((OldKind::Full, o)) = old {
                     for (i, v) in new.iter_mut().enumerate() {
                         if *v == Value::UnchangedToast && o[i] != Value::UnchangedToast {
@@ -230,10 +258,9 @@ impl Planner {
                     }
                 }
                 self.push_row(
-                    seq,
                     rel.id,
                     rel_version,
-                    full_or_partial(&new, &key_idx, RowOp::Upsert),
+                    full_or_partial(seq, &new, key_idx, RowOp::Upsert),
                 );
             }
             ChangeOp::Delete { old: (kind, o) } => {
@@ -246,13 +273,13 @@ impl Planner {
                 }
                 let (set, row) = match kind {
                     // The full old row: keep the values (harmless, helps NOT NULL targets).
-                    OldKind::Full => full_or_partial(o, &key_idx, RowOp::Delete),
+                    OldKind::Full => full_or_partial(seq, o, key_idx, RowOp::Delete),
                     OldKind::Key => (
-                        self.key_delete_set(&key_idx),
-                        key_row(o, &key_idx, RowOp::Delete),
+                        self.key_delete_set(key_idx),
+                        key_row(seq, o, key_idx, RowOp::Delete),
                     ),
                 };
-                self.push_row(seq, rel.id, rel_version, (set, row));
+                self.push_row(rel.id, rel_version, (set, row));
             }
             ChangeOp::Truncate { relations, .. } => {
                 for r in relations {
@@ -260,7 +287,6 @@ impl Planner {
                         .entry(*r)
                         .or_default()
                         .push(Step::Truncate { seq });
-                    self.truncated.insert(*r, true);
                 }
             }
         }
@@ -269,15 +295,14 @@ impl Planner {
 
     fn push_row(
         &mut self,
-        seq: u64,
         rel: RelationId,
         rel_version: u32,
         (columns, row): (ColumnSet, PlannedRow),
     ) {
         let bytes: usize = row.values.iter().map(|(_, v)| value_len(v)).sum::<usize>() + 8;
+        let seq = row.seq;
         self.rows += 1;
         self.bytes += bytes;
-        let after_truncate = self.truncated.get(&rel).copied().unwrap_or(false);
         let steps = self.tables.entry(rel).or_default();
         if let Some(Step::Load {
             rel_version: v,
@@ -301,14 +326,13 @@ impl Planner {
             rows: vec![row],
             first_seq: seq,
             last_seq: seq,
-            after_truncate,
             bytes,
         });
     }
 }
 
 /// A row of every column, or a partial row when some columns are unchanged TOAST.
-fn full_or_partial(t: &[Value], key_idx: &[usize], op: RowOp) -> (ColumnSet, PlannedRow) {
+fn full_or_partial(seq: u64, t: &[Value], key_idx: &[usize], op: RowOp) -> (ColumnSet, PlannedRow) {
     let present: Vec<usize> = (0..t.len())
         .filter(|&i| t[i] != Value::UnchangedToast || key_idx.contains(&i))
         .collect();
@@ -318,11 +342,12 @@ fn full_or_partial(t: &[Value], key_idx: &[usize], op: RowOp) -> (ColumnSet, Pla
     } else {
         ColumnSet::Partial(present)
     };
-    (set, PlannedRow { op, values })
+    (set, PlannedRow { seq, op, values })
 }
 
-fn key_row(t: &[Value], key_idx: &[usize], op: RowOp) -> PlannedRow {
+fn key_row(seq: u64, t: &[Value], key_idx: &[usize], op: RowOp) -> PlannedRow {
     PlannedRow {
+        seq,
         op,
         values: key_idx.iter().map(|&i| (i, t[i].clone())).collect(),
     }
@@ -363,6 +388,14 @@ mod tests {
         }
     }
 
+    /// Adds with the keys the test relation flags (the catalog's primary key).
+    fn add(p: &mut Planner, seq: u64, r: &Relation, v: u32, c: &Change) -> Result<(), PlanError> {
+        let keys: Vec<usize> = (0..r.columns.len())
+            .filter(|&i| r.columns[i].is_key)
+            .collect();
+        p.add(seq, r, v, &keys, c)
+    }
+
     fn loads(steps: &[Step]) -> Vec<(ColumnSet, Vec<PlannedRow>)> {
         steps
             .iter()
@@ -377,7 +410,8 @@ mod tests {
     fn toast_unchanged_updates_become_partial_loads_never_mixed_with_full_rows() {
         let r = rel();
         let mut p = Planner::new();
-        p.add(
+        add(
+            &mut p,
             1,
             &r,
             1,
@@ -386,7 +420,8 @@ mod tests {
             }),
         )
         .unwrap();
-        p.add(
+        add(
+            &mut p,
             2,
             &r,
             1,
@@ -396,7 +431,8 @@ mod tests {
             }),
         )
         .unwrap();
-        p.add(
+        add(
+            &mut p,
             3,
             &r,
             1,
@@ -406,7 +442,8 @@ mod tests {
             }),
         )
         .unwrap();
-        p.add(
+        add(
+            &mut p,
             4,
             &r,
             1,
@@ -437,7 +474,8 @@ mod tests {
     fn full_old_tuple_fills_unchanged_toast() {
         let r = rel();
         let mut p = Planner::new();
-        p.add(
+        add(
+            &mut p,
             1,
             &r,
             1,
@@ -459,7 +497,8 @@ mod tests {
     fn key_change_deletes_the_old_key_first() {
         let r = rel();
         let mut p = Planner::new();
-        p.add(
+        add(
+            &mut p,
             1,
             &r,
             1,
@@ -474,6 +513,7 @@ mod tests {
         assert_eq!(
             l[0].1[0],
             PlannedRow {
+                seq: 1,
                 op: RowOp::Delete,
                 values: vec![(0, t("1"))]
             }
@@ -482,19 +522,17 @@ mod tests {
     }
 
     #[test]
-    fn truncate_is_a_step_and_marks_later_loads() {
+    fn truncate_is_a_step_of_every_truncated_table() {
         let r = rel();
         let mut p = Planner::new();
-        p.add(
-            1,
-            &r,
-            1,
-            &change(ChangeOp::Insert {
-                new: vec![t("1"), t("x"), t("b")],
-            }),
-        )
-        .unwrap();
-        p.add(
+        let ins = |id: &str| {
+            change(ChangeOp::Insert {
+                new: vec![t(id), t("x"), t("b")],
+            })
+        };
+        add(&mut p, 1, &r, 1, &ins("1")).unwrap();
+        add(
+            &mut p,
             2,
             &r,
             1,
@@ -505,74 +543,105 @@ mod tests {
             }),
         )
         .unwrap();
+        add(&mut p, 3, &r, 1, &ins("2")).unwrap();
+        let steps = p.take();
+        assert!(matches!(steps[&8][..], [Step::Truncate { seq: 2 }]));
+        let t7 = &steps[&7];
+        assert_eq!(t7.len(), 3);
+        assert!(matches!(t7[0], Step::Load { first_seq: 1, .. }));
+        assert!(matches!(t7[1], Step::Truncate { seq: 2 }));
+        assert!(matches!(t7[2], Step::Load { first_seq: 3, .. }));
+    }
+
+    #[test]
+    fn replica_identity_full_update_keeping_the_key_is_one_upsert() {
+        // Under REPLICA IDENTITY FULL pgoutput flags every column as key; the catalog key
+        // is column 0 only.
+        let mut r = rel();
+        r.replica_identity = crate::core::ReplicaIdentity::Full;
+        for c in &mut r.columns {
+            c.is_key = true;
+        }
+        let mut p = Planner::new();
         p.add(
-            3,
+            1,
             &r,
             1,
-            &change(ChangeOp::Insert {
-                new: vec![t("2"), t("x"), t("b")],
+            &[0],
+            &change(ChangeOp::Update {
+                old: Some((OldKind::Full, vec![t("1"), t("x"), t("BIG")])),
+                new: vec![t("1"), t("y"), Value::UnchangedToast],
             }),
         )
         .unwrap();
-        let first = p.take_keep_truncates();
-        assert!(matches!(first[&8][..], [Step::Truncate { seq: 2 }]));
-        let steps = &first[&7];
-        assert!(matches!(
-            steps[0],
-            Step::Load {
-                after_truncate: false,
-                ..
-            }
-        ));
-        assert!(matches!(steps[1], Step::Truncate { seq: 2 }));
-        assert!(matches!(
-            steps[2],
-            Step::Load {
-                after_truncate: true,
-                ..
-            }
-        ));
-        // Executed in parts before the commit: still "after truncate".
         p.add(
-            4,
+            2,
             &r,
             1,
-            &change(ChangeOp::Insert {
-                new: vec![t("3"), t("x"), t("b")],
+            &[0],
+            &change(ChangeOp::Update {
+                old: Some((OldKind::Full, vec![t("2"), t("x"), t("B2")])),
+                new: vec![t("2"), t("z"), t("B2")],
             }),
         )
         .unwrap();
-        assert!(matches!(
-            p.take()[&7][0],
-            Step::Load {
-                after_truncate: true,
-                ..
-            }
-        ));
-        // After a confirmed boundary, labels are deterministic again.
+        let l = loads(&p.take()[&7]);
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert_eq!(l[0].0, ColumnSet::Full);
+        assert_eq!(l[0].1.len(), 2, "two updates must be two upserts: {l:?}");
+        assert!(l[0].1.iter().all(|r| r.op == RowOp::Upsert));
+        assert_eq!(l[0].1[0].values[2], (2, t("BIG")));
+    }
+
+    #[test]
+    fn an_unchanged_toasted_key_is_taken_from_the_old_key() {
+        let r = rel();
+        let mut p = Planner::new();
         p.add(
             5,
             &r,
             1,
-            &change(ChangeOp::Insert {
-                new: vec![t("4"), t("x"), t("b")],
+            &[0],
+            &change(ChangeOp::Update {
+                old: Some((OldKind::Key, vec![t("K"), Value::Null, Value::Null])),
+                new: vec![Value::UnchangedToast, t("y"), t("b")],
             }),
         )
         .unwrap();
-        assert!(matches!(
-            p.take()[&7][0],
-            Step::Load {
-                after_truncate: false,
-                ..
-            }
-        ));
+        let l = loads(&p.take()[&7]);
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert_eq!(l[0].0, ColumnSet::Full);
+        assert_eq!(
+            l[0].1,
+            vec![PlannedRow {
+                seq: 5,
+                op: RowOp::Upsert,
+                values: vec![(0, t("K")), (1, t("y")), (2, t("b"))]
+            }],
+            "not a key change, one full upsert"
+        );
+        // Without an old key there is nothing to take it from: a clear error.
+        let e = p
+            .add(
+                6,
+                &r,
+                1,
+                &[0],
+                &change(ChangeOp::Update {
+                    old: None,
+                    new: vec![Value::UnchangedToast, t("y"), t("b")],
+                }),
+            )
+            .unwrap_err();
+        assert!(matches!(e, PlanError::ToastedKey { seq: 6, .. }), "{e}");
     }
 
     #[test]
     fn schema_versions_split_loads_and_arity_is_checked() {
         let r = rel();
         let mut p = Planner::new();
-        p.add(
+        add(
+            &mut p,
             1,
             &r,
             1,
@@ -581,7 +650,8 @@ mod tests {
             }),
         )
         .unwrap();
-        p.add(
+        add(
+            &mut p,
             2,
             &r,
             2,
@@ -591,9 +661,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(loads(&p.take()[&7]).len(), 2);
-        let e = p
-            .add(3, &r, 1, &change(ChangeOp::Insert { new: vec![t("1")] }))
-            .unwrap_err();
+        let e = add(
+            &mut p,
+            3,
+            &r,
+            1,
+            &change(ChangeOp::Insert { new: vec![t("1")] }),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("public.t"));
     }
 
@@ -604,15 +679,16 @@ mod tests {
             old: (OldKind::Key, vec![t("1"), Value::Null, Value::Null]),
         });
         let mut hard = Planner::new();
-        hard.add(1, &r, 1, &del).unwrap();
+        add(&mut hard, 1, &r, 1, &del).unwrap();
         assert_eq!(loads(&hard.take()[&7])[0].0, ColumnSet::Full);
         let mut soft = Planner::with_soft_deletes(true);
-        soft.add(1, &r, 1, &del).unwrap();
+        add(&mut soft, 1, &r, 1, &del).unwrap();
         let l = loads(&soft.take()[&7]);
         assert_eq!(l[0].0, ColumnSet::Partial(vec![0]));
         assert_eq!(
             l[0].1[0],
             PlannedRow {
+                seq: 1,
                 op: RowOp::Delete,
                 values: vec![(0, t("1"))]
             }
@@ -626,16 +702,16 @@ mod tests {
             c.is_key = false;
         }
         let mut p = Planner::new();
-        let e = p
-            .add(
-                9,
-                &r,
-                1,
-                &change(ChangeOp::Delete {
-                    old: (OldKind::Key, vec![Value::Null, Value::Null, Value::Null]),
-                }),
-            )
-            .unwrap_err();
+        let e = add(
+            &mut p,
+            9,
+            &r,
+            1,
+            &change(ChangeOp::Delete {
+                old: (OldKind::Key, vec![Value::Null, Value::Null, Value::Null]),
+            }),
+        )
+        .unwrap_err();
         assert!(matches!(e, PlanError::NoKey { seq: 9, .. }));
     }
 }

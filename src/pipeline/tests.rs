@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::loader::*;
-use super::plan::{ColumnSet, RowOp};
+use super::plan::{ColumnSet, PlannedRow, RowOp};
 use crate::config::AckPolicy;
 use crate::core::*;
 use crate::spool::{Spool, SpoolOptions};
@@ -25,7 +25,50 @@ struct FakeState {
     fail_at: HashSet<usize>,
     /// Apply the load, then fail (a lost response): the label is taken.
     fail_after_apply: HashSet<usize>,
+    /// Take the load without applying it and fail (the daemon dies with the body sent):
+    /// StarRocks commits it later, after whatever load comes next (see `load`).
+    hold_at: HashSet<usize>,
+    held: Option<(String, Vec<PlannedRow>, ColumnSet, Relation)>,
+    /// Commit the load leaving out its first row, and answer "rejected" (StarRocks
+    /// filtered a row: the label is spent).
+    reject_at: HashSet<usize>,
     attempts: usize,
+}
+
+impl FakeState {
+    fn apply(&mut self, rel: &Relation, columns: &ColumnSet, rows: &[PlannedRow]) {
+        let keys: Vec<usize> = rel
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_key)
+            .map(|(i, _)| i)
+            .collect();
+        let table = self.tables.entry(rel.name.clone()).or_default();
+        for r in rows {
+            let vals: BTreeMap<usize, Value> = r.values.iter().cloned().collect();
+            let key: Vec<Value> = keys.iter().map(|k| vals[k].clone()).collect();
+            match r.op {
+                RowOp::Delete => {
+                    table.remove(&key);
+                }
+                RowOp::Upsert => {
+                    let named: Row = vals
+                        .iter()
+                        .map(|(i, v)| (rel.columns[*i].name.clone(), v.clone()))
+                        .collect();
+                    match columns {
+                        ColumnSet::Full => {
+                            table.insert(key, named);
+                        }
+                        ColumnSet::Partial(_) => {
+                            table.entry(key).or_default().extend(named);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[derive(Default, Clone)]
@@ -38,11 +81,15 @@ impl LoadSink for FakeSink {
 
     async fn prepare(
         &self,
-        _r: &Relation,
+        r: &Relation,
         _v: u32,
         _n: &RetryNote,
     ) -> Result<PreparedTable, SinkFailure> {
-        Ok(PreparedTable::default())
+        Ok(PreparedTable {
+            key_columns: (0..r.columns.len())
+                .filter(|&i| r.columns[i].is_key)
+                .collect(),
+        })
     }
 
     async fn load(&self, b: LoadBatch<'_>) -> Result<LoadResult, SinkFailure> {
@@ -55,40 +102,47 @@ impl LoadSink for FakeSink {
             )));
         }
         st.labels.push(b.label.clone());
-        if !st.done_labels.insert(b.label.clone()) {
-            return Ok(LoadResult::AlreadyLoaded);
+        if st.hold_at.contains(&attempt) {
+            st.held = Some((
+                b.label.clone(),
+                b.rows.to_vec(),
+                b.columns.clone(),
+                b.relation.clone(),
+            ));
+            st.done_labels.insert(b.label.clone());
+            return Err(SinkFailure::permanent(format!(
+                "injected: the daemon died with load {attempt} sent"
+            )));
         }
-        let keys: Vec<usize> = b
-            .relation
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.is_key)
-            .map(|(i, _)| i)
-            .collect();
-        let table = st.tables.entry(b.relation.name.clone()).or_default();
-        for r in b.rows {
-            let vals: BTreeMap<usize, Value> = r.values.iter().cloned().collect();
-            let key: Vec<Value> = keys.iter().map(|k| vals[k].clone()).collect();
-            match r.op {
-                RowOp::Delete => {
-                    table.remove(&key);
-                }
-                RowOp::Upsert => {
-                    let named: Row = vals
-                        .iter()
-                        .map(|(i, v)| (b.relation.columns[*i].name.clone(), v.clone()))
-                        .collect();
-                    match b.columns {
-                        ColumnSet::Full => {
-                            table.insert(key, named);
-                        }
-                        ColumnSet::Partial(_) => {
-                            table.entry(key).or_default().extend(named);
-                        }
-                    }
+        if !st.done_labels.insert(b.label.clone()) {
+            // A retry of a held label waits for it: it commits now.
+            if st.held.as_ref().is_some_and(|h| h.0 == b.label) {
+                if let Some((_, rows, cols, rel)) = st.held.take() {
+                    st.apply(&rel, &cols, &rows);
                 }
             }
+            return Ok(LoadResult::AlreadyLoaded);
+        }
+        if st.reject_at.contains(&attempt) {
+            st.apply(b.relation, b.columns, &b.rows[1..]);
+            return Err(SinkFailure::rejected(
+                RejectedLoad {
+                    table: b.relation.name.clone(),
+                    label: b.label.clone(),
+                    error_url: None,
+                    rows_sent: b.rows.len() as u64,
+                    rows_loaded: b.rows.len() as u64 - 1,
+                    rows_filtered: 1,
+                    rows_unselected: 0,
+                    label_committed: true,
+                },
+                format!("injected: label {} committed with 1 row filtered", b.label),
+            ));
+        }
+        st.apply(b.relation, b.columns, b.rows);
+        // A held load of another label commits late, after this newer one.
+        if let Some((_, rows, cols, rel)) = st.held.take() {
+            st.apply(&rel, &cols, &rows);
         }
         if st.fail_after_apply.contains(&attempt) {
             return Err(SinkFailure::permanent(format!(
@@ -174,6 +228,15 @@ struct Run {
 }
 
 async fn drain(spool: &Spool, sink: &FakeSink, flush_rows: usize) -> Run {
+    drain_with(spool, sink, flush_rows, Duration::from_millis(10)).await
+}
+
+async fn drain_with(
+    spool: &Spool,
+    sink: &FakeSink,
+    flush_rows: usize,
+    flush_interval: Duration,
+) -> Run {
     let (ctx, confirmed) = watch::channel(spool.loaded_mark().confirmed_lsn);
     let (loader, status) = Loader::new(
         spool.clone(),
@@ -181,7 +244,7 @@ async fn drain(spool: &Spool, sink: &FakeSink, flush_rows: usize) -> Run {
         LoaderOptions {
             flush_rows,
             flush_bytes: 1 << 20,
-            flush_interval: Duration::from_millis(10),
+            flush_interval,
             ack_policy: AckPolicy::Loaded,
             read_chunk: 7,
             soft_deletes: false,
@@ -335,16 +398,24 @@ async fn replay_after_a_truncate_reloads_what_followed_it() {
     assert!(run.result.is_err());
     assert_eq!(sink.0.lock().unwrap().truncates, 1);
 
-    // Replay: the truncate runs again and row 2 must be loaded again, not skipped.
+    // Replay: the journal says the truncate ran, so it does not run again (it would
+    // wipe row 2, whose label StarRocks already has), and every row is there.
     let run = drain(&spool, &sink, 100).await;
     run.result.unwrap();
     let st = sink.0.lock().unwrap();
-    assert_eq!(st.truncates, 2);
+    assert_eq!(
+        st.truncates, 1,
+        "a replay truncated again what followed the truncate"
+    );
     let keys: Vec<&Vec<Value>> = st.tables["t"].keys().collect();
     assert_eq!(
         keys,
         vec![&vec![t("2")], &vec![t("3")]],
-        "row 2 lost after the replayed truncate"
+        "row 2 lost after the replay"
+    );
+    assert!(
+        spool.loader_journal().is_none(),
+        "journal left after the mark"
     );
 }
 
@@ -363,4 +434,176 @@ async fn empty_transactions_after_the_last_change_are_confirmed_too() {
     run.result.unwrap();
     assert_eq!(*run.confirmed.borrow(), empty_end);
     assert_eq!(spool.loaded_mark().confirmed_lsn, empty_end);
+}
+
+fn upd(id: &str, a: &str) -> ChangeOp {
+    ChangeOp::Update {
+        old: None,
+        new: vec![t(id), t(a), t("BIG")],
+    }
+}
+
+#[tokio::test]
+async fn a_load_in_flight_at_a_crash_is_resent_with_its_label_before_anything_newer() {
+    // Issue 9, case 2: windows close on a timer, so after a restart the same records
+    // would be grouped differently and loaded under another label, while the body
+    // StarRocks received before the crash commits afterwards and reverts newer rows.
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    spool.append(&ReaderEvent::Relation(rel())).unwrap();
+    let mut lsn = 1000;
+    txn(&spool, 1, &mut lsn, vec![ins("1", "old")]);
+    spool.flush().unwrap();
+    // Run 1: a window of one transaction; the daemon dies with its body sent and held.
+    let sink = FakeSink::default();
+    sink.0.lock().unwrap().hold_at.insert(0);
+    let run = drain(&spool, &sink, 1).await;
+    assert!(run.result.is_err());
+    let held = sink.0.lock().unwrap().labels[0].clone();
+    assert!(
+        spool.loader_journal().is_some(),
+        "no journal written before the load"
+    );
+    // Meanwhile the row changed again.
+    let last = txn(&spool, 2, &mut lsn, vec![upd("1", "new")]);
+    spool.flush().unwrap();
+    // Run 2 with other window bounds: the held label goes first, then the newer change.
+    let run = drain_with(&spool, &sink, 1000, Duration::from_secs(3600)).await;
+    run.result.unwrap();
+    assert_eq!(*run.confirmed.borrow(), last);
+    let st = sink.0.lock().unwrap();
+    assert_eq!(
+        st.labels[1], held,
+        "the window in flight was not re-sent first"
+    );
+    assert_eq!(
+        st.tables["t"][&vec![t("1")]]["a"],
+        t("new"),
+        "an old body committed after a newer load reverted the row"
+    );
+    assert!(spool.loader_journal().is_none());
+}
+
+#[tokio::test]
+async fn a_label_committed_with_filtered_rows_is_spent_and_the_rows_come_back_under_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    spool.append(&ReaderEvent::Relation(rel())).unwrap();
+    let mut lsn = 1000;
+    let first = spool.loaded_mark().confirmed_lsn;
+    let last = txn(&spool, 1, &mut lsn, vec![ins("1", "x"), ins("2", "y")]);
+    spool.flush().unwrap();
+    let sink = FakeSink::default();
+    sink.0.lock().unwrap().reject_at.insert(0);
+    let run = drain(&spool, &sink, 100).await;
+    let err = run.result.unwrap_err();
+    assert!(err.to_string().contains("filtered"), "{err}");
+    assert_eq!(
+        *run.confirmed.borrow(),
+        first,
+        "confirmed past a filtered row"
+    );
+    assert_eq!(run.status.borrow().stage, "failed");
+    // The operator fixes the target and restarts: the same rows, under a new label.
+    let run = drain(&spool, &sink, 100).await;
+    run.result.unwrap();
+    assert_eq!(*run.confirmed.borrow(), last);
+    let st = sink.0.lock().unwrap();
+    assert_eq!(st.labels.len(), 2);
+    assert_ne!(st.labels[0], st.labels[1], "a spent label was reused");
+    assert!(st.labels[1].ends_with("_1"), "{}", st.labels[1]);
+    assert_eq!(st.tables["t"].len(), 2, "the filtered row never came back");
+}
+
+#[tokio::test]
+async fn truncate_of_two_tables_as_the_first_change_of_the_second_loads() {
+    // Issue 9, case 5: TRUNCATE a, b as the first change seen for b on a fresh spool,
+    // with the loader already running when b's schema arrives (as in the daemon).
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    let sink = FakeSink::default();
+    let (ctx, confirmed) = watch::channel(Lsn::ZERO);
+    let (loader, status) = Loader::new(
+        spool.clone(),
+        Arc::new(sink.clone()),
+        LoaderOptions {
+            flush_rows: 100,
+            flush_bytes: 1 << 20,
+            flush_interval: Duration::from_millis(10),
+            ack_policy: AckPolicy::Loaded,
+            read_chunk: 7,
+            soft_deletes: false,
+        },
+        ctx,
+    );
+    let (durable_tx, durable) = watch::channel(spool.durable_mark());
+    let (_p, paused) = watch::channel(false);
+    let (drain_tx, drain) = watch::channel(false);
+    let (_s, shutdown) = watch::channel(false);
+    let task = tokio::spawn(loader.run(LoaderControl {
+        durable,
+        paused,
+        drain,
+        shutdown,
+    }));
+    let mut b = rel();
+    b.id = 2;
+    b.name = "b".into();
+    spool.append(&ReaderEvent::Relation(rel())).unwrap();
+    let mut lsn = 1000;
+    txn(&spool, 1, &mut lsn, vec![ins("1", "x")]);
+    durable_tx.send(spool.flush().unwrap()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    spool.append(&ReaderEvent::Relation(b)).unwrap();
+    let last = txn(
+        &spool,
+        2,
+        &mut lsn,
+        vec![ChangeOp::Truncate {
+            relations: vec![1, 2],
+            cascade: false,
+            restart_identity: false,
+        }],
+    );
+    durable_tx.send(spool.flush().unwrap()).unwrap();
+    drain_tx.send(true).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("loader did not finish")
+        .unwrap();
+    result.unwrap();
+    assert_eq!(*confirmed.borrow(), last);
+    assert_eq!(status.borrow().loaded_seq, spool.durable_mark().seq);
+    let st = sink.0.lock().unwrap();
+    assert_eq!(st.truncates, 2);
+    assert!(!st.tables.contains_key("t") && !st.tables.contains_key("b"));
+}
+
+#[tokio::test]
+async fn a_huge_transaction_loaded_in_parts_resumes_its_parts_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    spool.append(&ReaderEvent::Relation(rel())).unwrap();
+    let mut lsn = 1000;
+    let ops: Vec<ChangeOp> = (0..40).map(|i| ins(&i.to_string(), "v")).collect();
+    let last = txn(&spool, 1, &mut lsn, ops);
+    spool.flush().unwrap();
+    // flush_rows 2: parts of 8 rows; the third part's answer is lost.
+    let sink = FakeSink::default();
+    sink.0.lock().unwrap().fail_after_apply.insert(2);
+    let run = drain(&spool, &sink, 2).await;
+    assert!(run.result.is_err());
+    let sent: Vec<String> = sink.0.lock().unwrap().labels.clone();
+    assert_eq!(sent.len(), 3);
+    // Restart with other bounds: the three parts are re-sent as they were, then the rest.
+    let run = drain(&spool, &sink, 1000).await;
+    run.result.unwrap();
+    assert_eq!(*run.confirmed.borrow(), last);
+    let st = sink.0.lock().unwrap();
+    assert_eq!(
+        &st.labels[3..6],
+        &sent[..],
+        "parts re-sent with other labels"
+    );
+    assert_eq!(st.tables["t"].len(), 40);
 }

@@ -141,6 +141,10 @@ impl Ledger {
         Ledger { db }
     }
 
+    pub(crate) fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     pub(crate) fn format_version(&self) -> Result<Option<u32>> {
         let v = self
             .db

@@ -9,6 +9,7 @@
 
 mod error;
 pub mod inspect;
+mod journal_stub;
 mod meta;
 mod reader;
 mod record;
