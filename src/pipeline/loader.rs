@@ -620,7 +620,14 @@ impl<S: LoadSink> Loader<S> {
                             .map(|p| p.key_columns.clone())
                             .unwrap_or_default();
                         tj.keys.insert(rel_version, keys);
-                        let label = label_for(&*self.sink, &spool_id, &rel, first_seq, last_seq, 0);
+                        let label = super::label::label(
+                            &spool_id,
+                            &self.sink.target_name(&rel),
+                            first_seq,
+                            last_seq,
+                            0,
+                            &columns,
+                        );
                         tj.steps.push(JournalStep::Load {
                             rel_version,
                             columns: columns.clone(),
@@ -970,25 +977,6 @@ async fn wait_for_shutdown(shutdown: &mut watch::Receiver<bool>) {
     }
 }
 
-/// The label of a load (invariant 5): deterministic in the spool id, the target table,
-/// the sequence range and the generation.
-fn label_for<S: LoadSink>(
-    sink: &S,
-    spool_id: &str,
-    rel: &Relation,
-    first: u64,
-    last: u64,
-    generation: u32,
-) -> String {
-    crate::connectors::sinks::starrocks::label(
-        spool_id,
-        &sink.target_name(rel),
-        first,
-        last,
-        generation,
-    )
-}
-
 async fn persist(spool: &Spool, journal: Option<&Journal>) -> Result<(), LoaderError> {
     let bytes = journal.map(Journal::encode).transpose()?;
     let spool = spool.clone();
@@ -1056,6 +1044,7 @@ async fn run_table<S: LoadSink>(
                             label: l,
                             first_seq,
                             last_seq,
+                            columns,
                             ..
                         }) = j
                             .tables
@@ -1063,12 +1052,13 @@ async fn run_table<S: LoadSink>(
                             .and_then(|t| t.steps.get_mut(*index))
                         {
                             *generation += 1;
-                            *l = crate::connectors::sinks::starrocks::label(
+                            *l = super::label::label(
                                 spool_id,
                                 &target,
                                 *first_seq,
                                 *last_seq,
                                 *generation,
+                                columns,
                             );
                         }
                         persist(spool, Some(&j)).await?;

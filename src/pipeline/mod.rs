@@ -6,6 +6,7 @@
 //! loaded mark and the confirmed LSN (invariants 1, 4, 5, 10).
 
 pub mod journal;
+pub mod label;
 pub mod loader;
 pub mod plan;
 

@@ -373,6 +373,32 @@ impl PgCluster {
         Ok(())
     }
 
+    /// Stops the server the way a crash would (immediate shutdown: no checkpoint; the
+    /// next start runs crash recovery), keeping the data directory.
+    pub fn stop_immediate(&mut self) -> Result<(), Error> {
+        if let Some(mut child) = self.child.take() {
+            // SIGQUIT = immediate shutdown.
+            // SAFETY: kill with a valid pid of our own child.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGQUIT) };
+            child.wait().map_err(io_err("wait for postgres"))?;
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped server again on the same port and data directory (no-op when it
+    /// runs).
+    pub fn start_again(&mut self) -> Result<(), Error> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        self.launch()
+    }
+
+    /// Whether the server process runs.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Starts the server again on the same port and data directory.
     pub fn restart(&mut self) -> Result<(), Error> {
         self.stop()?;
