@@ -117,7 +117,11 @@ async fn a_key_change_of_a_row_with_a_toasted_value_keeps_the_row() {
     e.sql("UPDATE kt SET id = 2 WHERE id = 1;");
     e.sql("BEGIN; UPDATE kt SET id = 4 WHERE id = 3; UPDATE kt SET v = 'd' WHERE id = 4; COMMIT;");
     e.wait_for(LONG, "moved rows", |e| {
-        let ids: Vec<i64> = e.target("kt").iter().filter_map(|r| r["id"].as_i64()).collect();
+        let ids: Vec<i64> = e
+            .target("kt")
+            .iter()
+            .filter_map(|r| r["id"].as_i64())
+            .collect();
         ids == vec![2, 4]
     })
     .await;

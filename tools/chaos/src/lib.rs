@@ -191,10 +191,9 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         .prefix("dbmazz-chaos-")
         .tempdir()
         .map_err(|e| format!("work dir: {e}"))?;
-    let mut pg = PgCluster::start_with(
-        pg_scratch::Options::default().setting("wal_sender_timeout", "10s"),
-    )
-    .map_err(|e| format!("postgres: {e}"))?;
+    let mut pg =
+        PgCluster::start_with(pg_scratch::Options::default().setting("wal_sender_timeout", "10s"))
+            .map_err(|e| format!("postgres: {e}"))?;
     pg.psql("postgres", SCHEMA)
         .map_err(|e| format!("schema: {e}"))?;
     let sr = Arc::new(
@@ -268,9 +267,10 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     while started.elapsed() < opts.duration {
         tokio::time::sleep(Duration::from_millis(rng.random_range(1500..4500))).await;
         if let Some(exit) = daemon.exited() {
-            report
-                .unexpected_exits
-                .push(format!("dbmazz exited on its own ({exit}):\n{}", daemon.log_tail()));
+            report.unexpected_exits.push(format!(
+                "dbmazz exited on its own ({exit}):\n{}",
+                daemon.log_tail()
+            ));
             daemon.spawn(&[])?;
         }
         let pick = if opts.calm {
@@ -301,8 +301,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
                 report.pg_restarts_fast += 1;
             }
             30..=35 => {
-                pg.stop_immediate()
-                    .map_err(|e| format!("pg stop: {e}"))?;
+                pg.stop_immediate().map_err(|e| format!("pg stop: {e}"))?;
                 pg.start_again().map_err(|e| format!("pg start: {e}"))?;
                 report.pg_restarts_immediate += 1;
             }
@@ -351,9 +350,10 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     sr.clear_faults();
     pg.start_again().map_err(|e| format!("pg start: {e}"))?;
     if let Some(exit) = daemon.exited() {
-        report
-            .unexpected_exits
-            .push(format!("dbmazz exited on its own ({exit}):\n{}", daemon.log_tail()));
+        report.unexpected_exits.push(format!(
+            "dbmazz exited on its own ({exit}):\n{}",
+            daemon.log_tail()
+        ));
     }
     if daemon.child.is_none() {
         daemon.spawn(&[])?;
@@ -374,9 +374,10 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         }
         last_diff = diffs;
         if let Some(exit) = daemon.exited() {
-            report
-                .unexpected_exits
-                .push(format!("dbmazz exited on its own ({exit}):\n{}", daemon.log_tail()));
+            report.unexpected_exits.push(format!(
+                "dbmazz exited on its own ({exit}):\n{}",
+                daemon.log_tail()
+            ));
             daemon.spawn(&[])?;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -569,7 +570,9 @@ impl Daemon {
             if start.elapsed() > Duration::from_secs(90) {
                 let tail = self.log_tail();
                 self.sigkill();
-                return Err(format!("dbmazz did not stop within 90 s of SIGTERM\n{tail}"));
+                return Err(format!(
+                    "dbmazz did not stop within 90 s of SIGTERM\n{tail}"
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -676,7 +679,9 @@ fn transaction(rng: &mut StdRng, k: i64) -> String {
         sql.push_str(&stmt);
         sql.push('\n');
     }
-    sql.push_str(&format!("INSERT INTO c_marks VALUES ({k}, 'm{k}');\nCOMMIT;"));
+    sql.push_str(&format!(
+        "INSERT INTO c_marks VALUES ({k}, 'm{k}');\nCOMMIT;"
+    ));
     sql
 }
 
@@ -836,7 +841,9 @@ async fn compare(conn: &str, sr: &StarRocksDouble) -> Result<(u64, Vec<String>),
             }
         }
         for k in target.keys().filter(|k| !source.contains_key(*k)) {
-            diffs.push(format!("{table} {key}={k}: in StarRocks but not in PostgreSQL"));
+            diffs.push(format!(
+                "{table} {key}={k}: in StarRocks but not in PostgreSQL"
+            ));
         }
     }
     Ok((n, diffs))

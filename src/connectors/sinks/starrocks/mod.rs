@@ -1,5 +1,5 @@
 //! StarRocks sink: the [`LoadSink`](crate::pipeline::loader::LoadSink) implementation
-//! (`sink`), the Stream Load client (`stream_load`: I/O, labels, retries) and its pure
+//! (`sink`), the Stream Load client (`stream_load`: I/O, retries) and its pure
 //! reply classification (`reply`), PostgreSQL → StarRocks type mapping and value
 //! conversion (`types`), CSV bodies (`csv`), target table checks/DDL over the FE's MySQL
 //! port (`tables`) and the sink's PostgreSQL catalog connection (`catalog`). Keeps
@@ -16,8 +16,8 @@ pub mod types;
 pub use reply::{FailureKind, LoadStatus, RejectReason};
 pub use sink::StarRocksLoadSink;
 pub use stream_load::{
-    classify_fail, label, FailClass, LoadFormat, LoadOutcome, LoadRequest, RejectedRows,
-    RetryPolicy, SinkError, StreamLoadClient,
+    classify_fail, FailClass, LoadFormat, LoadOutcome, LoadRequest, RejectedRows, RetryPolicy,
+    SinkError, StreamLoadClient,
 };
 pub use tables::{target_table_name, TableAdmin, TableError};
 pub use types::{

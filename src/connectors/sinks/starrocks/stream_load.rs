@@ -16,7 +16,6 @@ use base64::Engine as _;
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, EXPECT, LOCATION};
 use secrecy::ExposeSecret;
-use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
 use super::reply::{self, Failure, FailureKind, LoadState, RejectReason, RowCounts, Sent, Verdict};
@@ -208,53 +207,6 @@ impl SinkError {
     pub fn is_transient(&self) -> bool {
         self.kind().is_retryable()
     }
-}
-
-/// A deterministic Stream Load label (invariant 5): only `[-_A-Za-z0-9]`, at most 128
-/// characters, a function of the spool id, the target table, the sequence range and the
-/// part number. A table name that is long or has other characters is shortened and
-/// completed with a hash of the full name, so distinct tables never share a label.
-pub fn label(spool_id: &str, table: &str, first_seq: u64, last_seq: u64, part: u32) -> String {
-    fn clean(s: &str) -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    }
-    fn hashed(s: &str, keep: usize) -> String {
-        let digest = Sha256::digest(s.as_bytes());
-        let prefix: String = clean(s).chars().take(keep).collect();
-        format!("{prefix}_h{}", hex::encode(&digest[..8]))
-    }
-    let valid = |s: &str, max: usize| {
-        !s.is_empty()
-            && s.len() <= max
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    };
-    let spool = if valid(spool_id, 32) {
-        spool_id.to_string()
-    } else {
-        hashed(spool_id, 12)
-    };
-    let table = if valid(table, 40) && !looks_hashed(table) {
-        table.to_string()
-    } else {
-        hashed(table, 20)
-    };
-    format!("dbmazz_{spool}_{table}_{first_seq:016x}_{last_seq:016x}_{part}")
-}
-
-/// A clean table name shaped like our hashed form is hashed too, so it cannot collide.
-fn looks_hashed(s: &str) -> bool {
-    s.len() >= 18
-        && s.as_bytes()[s.len() - 18..s.len() - 16] == *b"_h"
-        && s[s.len() - 16..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Stream Load client: one `reqwest::Client` (connections reused), redirects by hand.
@@ -788,58 +740,6 @@ impl StreamLoadClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn valid_label(l: &str) -> bool {
-        !l.is_empty()
-            && l.len() <= 128
-            && l.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    }
-
-    #[test]
-    fn labels_are_deterministic_and_valid() {
-        let a = label("00ff00ff00ff00ff", "orders", 1, 99, 0);
-        assert_eq!(a, label("00ff00ff00ff00ff", "orders", 1, 99, 0));
-        assert_eq!(
-            a,
-            "dbmazz_00ff00ff00ff00ff_orders_0000000000000001_0000000000000063_0"
-        );
-        assert!(valid_label(&a));
-        assert_ne!(a, label("00ff00ff00ff00fe", "orders", 1, 99, 0));
-        assert_ne!(a, label("00ff00ff00ff00ff", "orders", 1, 99, 1));
-        assert_ne!(a, label("00ff00ff00ff00ff", "orders", 2, 99, 0));
-        assert_ne!(a, label("00ff00ff00ff00ff", "orders", 1, 98, 0));
-        assert_ne!(a, label("00ff00ff00ff00ff", "orders2", 1, 99, 0));
-    }
-
-    #[test]
-    fn labels_stay_valid_for_odd_and_long_names() {
-        let long = "t".repeat(1000);
-        let cases = [
-            long.as_str(),
-            "other.t",
-            "other__t",
-            "naïve täble",
-            "a:b",
-            "a_b",
-            "\"quoted\"",
-            "x_h0123456789abcdef",
-        ];
-        let mut seen = std::collections::HashSet::new();
-        for t in cases {
-            let l = label(&"s".repeat(200), t, u64::MAX, u64::MAX, u32::MAX);
-            assert!(valid_label(&l), "{l}");
-            assert!(!l.contains(':'));
-            assert!(seen.insert(l.clone()), "collision for {t}: {l}");
-        }
-        // a:b and a_b sanitise alike but must not share a label
-        assert_ne!(label("s", "a:b", 1, 2, 0), label("s", "a_b", 1, 2, 0));
-        // long names differing only at the end differ
-        let l1 = format!("{}x", "t".repeat(300));
-        let l2 = format!("{}y", "t".repeat(300));
-        assert_ne!(label("s", &l1, 1, 2, 0), label("s", &l2, 1, 2, 0));
-        assert!(label("s", &long, u64::MAX, u64::MAX, u32::MAX).len() <= 128);
-    }
 
     #[test]
     fn transient_or_permanent_errors() {
