@@ -427,7 +427,14 @@ fn eprintln_report_location(dir: &Path) {
 /// A transient Stream Load fault, at random.
 fn stream_load_fault(rng: &mut StdRng) -> (&'static str, Fault, FaultDuration) {
     let n = rng.random_range(1..4);
-    match rng.random_range(0..11) {
+    match rng.random_range(0..12) {
+        11 => (
+            "late_commit",
+            Fault::LateCommit {
+                commit_after_ms: rng.random_range(1000..6000),
+            },
+            FaultDuration::Count(1),
+        ),
         0 => (
             "http_5xx",
             Fault::Http5xx {
