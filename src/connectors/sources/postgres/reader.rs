@@ -72,6 +72,9 @@ pub struct ReaderStatus {
     pub last_commit_end: Lsn,
     /// Reading is held back: the consumer is slow, the spool is full, or paused.
     pub held_back: bool,
+    /// A decoded batch is held back, not yet handed to the writer (its commits are not
+    /// in `last_commit_end` yet).
+    pub pending_batch: bool,
     pub reconnects: u64,
     pub keepalive_replies: u64,
     pub status_updates: u64,
@@ -198,6 +201,7 @@ impl Reader {
             s.connected = true;
             s.protocol_version = proto;
             s.received_lsn = s.received_lsn.max(resume);
+            s.pending_batch = false;
             s.last_error = None;
         });
 
@@ -247,6 +251,10 @@ impl Reader {
                     if let Some(p) = pending.take() {
                         permit.send(p);
                         last_commit = pending_commit;
+                        self.status.send_modify(|s| {
+                            s.pending_batch = false;
+                            s.last_commit_end = last_commit;
+                        });
                     }
                 }
                 msg = conn.next_message(), if reading => {
@@ -313,6 +321,7 @@ impl Reader {
                     self.status.send_modify(|s| {
                         s.received_lsn = received;
                         s.last_commit_end = last_commit;
+                        s.pending_batch = pending.is_some();
                     });
                 }
                 changed = control.confirmed.changed(), if confirmed_open => {
