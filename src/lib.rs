@@ -4,7 +4,8 @@
 //! - [`connectors::sources::postgres`]: the reader (replication connection, pgoutput, setup);
 //! - [`spool`]: the durable sled spool between reader and loader;
 //! - [`pipeline`] + [`connectors::sinks::starrocks`]: the loader;
-//! - [`grpc`]: the control plane;
+//! - [`lifecycle`]: the daemon's states, control requests and drain; [`grpc`]: the
+//!   control plane that shows and steers it;
 //! - [`core`]: types they share; [`config`]: configuration; [`cli`]: the command line.
 
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod core;
 pub mod daemon;
 pub mod failpoints;
 pub mod grpc;
+pub mod lifecycle;
 pub mod logging;
 pub mod pipeline;
 pub mod spool;

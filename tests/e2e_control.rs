@@ -13,293 +13,18 @@
 mod grpc_support;
 mod support;
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use dbmazz::grpc::proto;
 use grpc_support::python::{python_ready, reflect_client};
-use proto::control_client::ControlClient;
-use proto::health_client::HealthClient;
-use proto::status_client::StatusClient;
 use starrocks_double::{Fault, FaultDuration, Node};
+use support::control::*;
 use support::e2e::*;
-use tonic::transport::{Channel, Endpoint};
 
 const SCHEMA: &str = "CREATE TABLE items (id bigint PRIMARY KEY, v text);";
 const TARGETS: &[&str] = &[
     "CREATE TABLE items (id BIGINT NOT NULL, v VARCHAR(1048576)) PRIMARY KEY(id) DISTRIBUTED BY HASH(id) BUCKETS 1",
 ];
-const LONG: Duration = Duration::from_secs(60);
 const TOKEN: &str = "e2e-c0ntrol-t0ken";
-
-// ------------------------------------------------------------------ helpers
-
-/// PostgreSQL's `X/Y` LSN text as a number.
-fn parse_lsn(text: &str) -> u64 {
-    let (hi, lo) = text
-        .trim()
-        .split_once('/')
-        .unwrap_or_else(|| panic!("not an LSN: {text:?}"));
-    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
-}
-
-fn lsn_of(l: &Option<proto::Lsn>) -> u64 {
-    l.as_ref().map(|l| l.value).unwrap_or(0)
-}
-
-/// Inserts ids `from..to` in one transaction; returns the WAL insert position after the
-/// last change (before its commit): the LSN of the transaction's last change.
-fn insert_txn(e: &E2e, from: i64, to: i64) -> u64 {
-    let out = e.sql(&format!(
-        "BEGIN;
-         INSERT INTO items SELECT g, 'v' || g FROM generate_series({from}, {}) g;
-         SELECT pg_current_wal_insert_lsn();
-         COMMIT;",
-        to - 1
-    ));
-    parse_lsn(&out)
-}
-
-fn converged(e: &E2e) -> bool {
-    source_pairs(e, "SELECT id, coalesce(v, '') FROM items ORDER BY id")
-        == target_pairs(e, "items", "v")
-}
-
-fn slot_confirmed(e: &E2e) -> u64 {
-    parse_lsn(&e.confirmed_flush())
-}
-
-fn env_of(e: &E2e, k: &str) -> String {
-    e.env
-        .iter()
-        .find(|(a, _)| a == k)
-        .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| panic!("{k} not in the harness env"))
-}
-
-/// The running daemon's control plane, as a client sees it.
-struct Api {
-    ch: Channel,
-    http: String,
-    grpc: String,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Ctl {
-    Pause,
-    Resume,
-    Drain,
-    Stop,
-}
-
-fn with_token<T>(msg: T, token: Option<&str>) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.set_timeout(Duration::from_secs(10));
-    if let Some(t) = token {
-        r.metadata_mut()
-            .insert("authorization", format!("Bearer {t}").parse().unwrap());
-    }
-    r
-}
-
-impl Api {
-    /// Connects to the daemon's gRPC port (retrying while it starts) and waits until
-    /// Health answers.
-    async fn connect(e: &E2e) -> Api {
-        let grpc = env_of(e, "GRPC_LISTEN");
-        let http = format!("http://{}", env_of(e, "HTTP_LISTEN"));
-        let ep = Endpoint::from_shared(format!("http://{grpc}"))
-            .unwrap()
-            .connect_timeout(Duration::from_secs(2));
-        let start = Instant::now();
-        loop {
-            if let Ok(ch) = ep.connect().await {
-                let api = Api {
-                    ch,
-                    http: http.clone(),
-                    grpc: grpc.clone(),
-                };
-                match api.try_health().await {
-                    Ok(_) => return api,
-                    Err(err) => eprintln!("Health/Check at {grpc} not answered yet: {err}"),
-                }
-            }
-            assert!(
-                start.elapsed() < LONG,
-                "the control plane did not come up at {grpc}\n{}",
-                e.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn try_health(&self) -> Result<proto::HealthResponse, tonic::Status> {
-        let mut req = with_token(proto::HealthRequest {}, None);
-        req.set_timeout(Duration::from_secs(3));
-        HealthClient::new(self.ch.clone())
-            .check(req)
-            .await
-            .map(|r| r.into_inner())
-    }
-
-    async fn health(&self) -> proto::HealthResponse {
-        self.try_health().await.expect("Health/Check")
-    }
-
-    async fn status(&self) -> proto::StatusResponse {
-        StatusClient::new(self.ch.clone())
-            .get(with_token(proto::StatusRequest {}, None))
-            .await
-            .expect("Status/Get")
-            .into_inner()
-    }
-
-    async fn control(
-        &self,
-        what: Ctl,
-        token: Option<&str>,
-    ) -> Result<proto::ControlResponse, tonic::Status> {
-        let mut c = ControlClient::new(self.ch.clone());
-        let req = with_token(proto::ControlRequest {}, token);
-        match what {
-            Ctl::Pause => c.pause(req).await,
-            Ctl::Resume => c.resume(req).await,
-            Ctl::Drain => c.drain_and_stop(req).await,
-            Ctl::Stop => c.stop(req).await,
-        }
-        .map(|r| r.into_inner())
-    }
-
-    /// Polls Status/Get until `f` holds; panics after `timeout` with the last status.
-    async fn wait_status(
-        &self,
-        e: &E2e,
-        timeout: Duration,
-        what: &str,
-        f: impl Fn(&proto::StatusResponse) -> bool,
-    ) -> proto::StatusResponse {
-        let start = Instant::now();
-        loop {
-            let s = self.status().await;
-            if f(&s) {
-                return s;
-            }
-            if start.elapsed() > timeout {
-                panic!(
-                    "timed out after {timeout:?} waiting for: {what}\nlast status: {s:#?}\n--- daemon log tail ---\n{}",
-                    e.log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn get(&self, path: &str) -> (u16, String) {
-        let r = reqwest::get(format!("{}{path}", self.http))
-            .await
-            .unwrap_or_else(|err| panic!("GET {path}: {err}"));
-        let code = r.status().as_u16();
-        (code, r.text().await.unwrap())
-    }
-}
-
-/// `dbmazz <args>` against the daemon (GRPC_LISTEN from the harness env), with only the
-/// environment given here.
-fn cli(e: &E2e, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("GRPC_LISTEN", env_of(e, "GRPC_LISTEN"));
-    for (k, v) in extra_env {
-        c.env(k, v);
-    }
-    c.output().expect("run the dbmazz CLI")
-}
-
-fn cli_ok(e: &E2e, args: &[&str], extra_env: &[(&str, &str)]) -> String {
-    let out = cli(e, args, extra_env);
-    assert!(
-        out.status.success(),
-        "dbmazz {args:?} failed ({:?}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn scrape(text: &str) -> prometheus_parse::Scrape {
-    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
-        .expect("/metrics parses as Prometheus text")
-}
-
-fn metric(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let sample = s
-        .samples
-        .iter()
-        .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
-        .unwrap_or_else(|| panic!("no sample {name}{labels:?} in /metrics"));
-    match sample.value {
-        prometheus_parse::Value::Gauge(v)
-        | prometheus_parse::Value::Counter(v)
-        | prometheus_parse::Value::Untyped(v) => v,
-        ref other => panic!("{name}: unexpected value {other:?}"),
-    }
-}
-
-/// How many times the daemon log says the control plane listens (runs append to it).
-fn listening_lines(e: &E2e) -> usize {
-    std::fs::read_to_string(e.log_path())
-        .unwrap_or_default()
-        .matches("control plane listening")
-        .count()
-}
-
-async fn started(e: &mut E2e) -> Api {
-    let before = listening_lines(e);
-    e.spawn();
-    e.wait_for(LONG, "slot created", |e| e.slot_count() == 1)
-        .await;
-    // Connect only once the port is bound: a connect to a free local port can pick
-    // that same port as its source and connect to itself.
-    e.wait_for(LONG, "control plane listening", |e| {
-        listening_lines(e) > before
-    })
-    .await;
-    let api = Api::connect(e).await;
-    api.wait_status(e, LONG, "reader connected", |s| {
-        s.reader.as_ref().is_some_and(|r| r.connected)
-    })
-    .await;
-    api
-}
-
-/// Collects a Status/Watch stream in the background until it ends (or `limit` passes).
-fn watch_until_end(
-    api: &Api,
-    interval_ms: u32,
-    limit: Duration,
-) -> tokio::task::JoinHandle<(Vec<proto::StatusResponse>, Option<String>)> {
-    let mut client = StatusClient::new(api.ch.clone());
-    tokio::spawn(async move {
-        let mut out = Vec::new();
-        let resp = match client.watch(proto::WatchRequest { interval_ms }).await {
-            Ok(r) => r,
-            Err(e) => return (out, Some(format!("{e:?}"))),
-        };
-        let mut stream = resp.into_inner();
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            match tokio::time::timeout_at(deadline, stream.message()).await {
-                Ok(Ok(Some(m))) => out.push(m),
-                Ok(Ok(None)) => break,
-                Ok(Err(e)) => return (out, Some(format!("{e:?}"))),
-                Err(_) => break,
-            }
-        }
-        (out, None)
-    })
-}
 
 // ------------------------------------------------------------------ tests
 
@@ -660,18 +385,16 @@ async fn outage_spool_depth_metrics_cli_and_drain() {
         })
         .collect();
     let last = seen.last().expect("Watch messages");
-    match &watch_error {
-        // The stream ended cleanly: its last update is the final state.
-        None => assert_eq!(
-            last.spool_records, 0,
-            "the last status before the exit still shows a spool depth: {trail:?}"
-        ),
-        // KNOWN ISSUE (see the report): at the daemon's exit the connection is sometimes
-        // cut ("broken pipe") before the final update; the spool check below still holds.
-        Some(err) => {
-            eprintln!("!!! Watch stream cut at the daemon's exit ({err}); last updates: {trail:?}")
-        }
-    }
+    // The stream ends cleanly at the exit, its last update the final state (it used to
+    // be cut, "broken pipe", before that update: fixed in the control plane's shutdown).
+    assert!(
+        watch_error.is_none(),
+        "the Watch stream was cut at the daemon's exit: {watch_error:?}; last updates: {trail:?}"
+    );
+    assert_eq!(
+        last.spool_records, 0,
+        "the last status before the exit still shows a spool depth: {trail:?}"
+    );
     assert_eq!(e.slot_count(), 1, "drain dropped the slot");
     assert!(converged(&e), "rows missing after the drain");
     let spool = dbmazz::spool::Spool::open(e.spool_path(), Default::default()).unwrap();
@@ -1014,7 +737,10 @@ async fn control_token_and_the_python_reflection_client() {
 }
 
 /// Regression (sink retries used to be invisible in Status: stage stayed `loading`,
-/// `loader_retries` 0; fixed in a93a7f4): during an outage Status says `retrying`.
+/// `loader_retries` 0; fixed in a93a7f4): during an outage Status says `retrying`, and
+/// shows the outage (`starrocks`: since, attempts, last error), /readyz says why it is
+/// not ready and /metrics has `dbmazz_dependency_up{dependency="starrocks"} 0`; once a
+/// load goes through, all of it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_retrying_during_an_outage() {
     let mut e = E2e::start(SCHEMA, "items", TARGETS).await;
@@ -1026,10 +752,40 @@ async fn status_shows_retrying_during_an_outage() {
     insert_txn(&e, 1, 11);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let s = api.status().await;
+    let (ready, why) = api.get("/readyz").await;
+    let (_, text) = api.get("/metrics").await;
     e.sr.remove_fault(f1);
     e.sr.remove_fault(f2);
     assert_eq!(s.stage, "retrying", "{s:#?}");
     assert!(s.loader_retries > 0, "{s:#?}");
+    // The outage itself: since when, how many attempts, the last error; not ready.
+    let sr = s.starrocks.clone().unwrap();
+    assert!(!sr.reachable, "{s:#?}");
+    assert!(
+        sr.attempts >= 1 && sr.unreachable_since_unix_ms > 0,
+        "{sr:?}"
+    );
+    assert!(!sr.last_error.is_empty(), "{sr:?}");
+    assert!(s.postgres.as_ref().unwrap().reachable, "{s:#?}");
+    assert_eq!(ready, 503, "/readyz during the outage: {why}");
+    assert!(
+        why.starts_with("not ready: StarRocks is unreachable, retrying"),
+        "{why}"
+    );
+    let m = scrape(&text);
+    let label = [("dependency", "starrocks")];
+    assert_eq!(metric(&m, "dbmazz_dependency_up", &label), 0.0);
+    assert!(metric(&m, "dbmazz_dependency_failed_attempts", &label) >= 1.0);
+    // Back: the outage is over once a load goes through.
+    e.wait_for(LONG, "rows after the outage", converged).await;
+    let s = api
+        .wait_status(&e, LONG, "StarRocks reachable again", |s| {
+            s.starrocks.as_ref().is_some_and(|d| d.reachable)
+        })
+        .await;
+    assert_eq!(s.starrocks.unwrap().attempts, 0);
+    let (ready, why) = api.get("/readyz").await;
+    assert_eq!(ready, 200, "{why}");
 }
 
 /// Drain while changes are streaming in: whatever the reader received before it stopped

@@ -135,9 +135,8 @@ async fn health_and_status_values_match_the_handle() {
     assert_eq!(s.last_error, "StarRocks: connection refused");
     assert_eq!(s.loader_error, "StarRocks: connection refused");
     assert!(!s.reading_paused, "held back but the spool is not full");
-    h.state_error
-        .send_replace(Some("permanent: schema mismatch".into()));
-    h.state.send_replace(DaemonState::Failed);
+    h.set_error("permanent: schema mismatch");
+    h.set_state(DaemonState::Failed);
     let s = status
         .get(proto::StatusRequest {})
         .await
@@ -294,7 +293,7 @@ async fn watch_streams_updates_on_change_and_ends_at_shutdown() {
         .find(|t| t.target_table == "orders")
         .unwrap();
     assert_eq!(orders.rows_upserted, 2000);
-    h.state.send_replace(DaemonState::Paused);
+    h.set_state(DaemonState::Paused);
     let third = tokio::time::timeout(Duration::from_secs(5), stream.message())
         .await
         .unwrap()
@@ -486,13 +485,13 @@ async fn metrics_match_the_handle_and_health_endpoints_flip() {
     assert_eq!(get("/readyz").await.unwrap().status(), 503);
     assert_eq!(get("/healthz").await.unwrap().status(), 200);
     h.reader.send_modify(|r| r.connected = true);
-    h.state.send_replace(DaemonState::Paused);
+    h.set_state(DaemonState::Paused);
     assert_eq!(get("/readyz").await.unwrap().status(), 503);
     assert_eq!(get("/healthz").await.unwrap().status(), 200);
-    h.state.send_replace(DaemonState::Running);
+    h.set_state(DaemonState::Running);
     assert_eq!(get("/readyz").await.unwrap().status(), 200);
-    h.state_error.send_replace(Some("permanent: auth".into()));
-    h.state.send_replace(DaemonState::Failed);
+    h.set_error("permanent: auth");
+    h.set_state(DaemonState::Failed);
     let r = get("/healthz").await.unwrap();
     assert_eq!(r.status(), 503);
     assert!(r.text().await.unwrap().contains("permanent: auth"));
@@ -667,4 +666,134 @@ async fn serve_reports_an_address_in_use() {
     .unwrap_err();
     assert!(e.to_string().contains(&h.grpc.to_string()), "{e}");
     h.stop().await;
+}
+
+/// An outage the daemon reports (here StarRocks, found by a retrying load) shows in
+/// Status (`starrocks` reachable false, since, attempts, error), in /metrics and makes
+/// /readyz answer 503 with the reason; over, everything is back to reachable.
+#[tokio::test]
+async fn outages_show_in_status_metrics_and_readyz() {
+    let h = Harness::start(None).await;
+    let http = reqwest::Client::new();
+    let get = |p: &str| http.get(h.http_url(p)).send();
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    let since = std::time::SystemTime::now() - Duration::from_secs(30);
+    h.life.send_modify(|l| {
+        l.outages.failed(
+            dbmazz::lifecycle::Dependency::StarRocks,
+            since,
+            "items: connection refused".into(),
+        );
+        l.outages.failed(
+            dbmazz::lifecycle::Dependency::StarRocks,
+            since,
+            "items: connection refused again".into(),
+        );
+    });
+    let mut status = StatusClient::connect(h.grpc_uri()).await.unwrap();
+    let s = status
+        .get(proto::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let sr = s.starrocks.clone().unwrap();
+    assert!(!sr.reachable, "{sr:?}");
+    assert_eq!(sr.attempts, 2);
+    assert_eq!(sr.last_error, "items: connection refused again");
+    assert!(sr.unreachable_seconds >= 30.0, "{sr:?}");
+    assert_eq!(
+        sr.unreachable_since_unix_ms,
+        since
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    );
+    assert!(s.postgres.unwrap().reachable);
+    let r = get("/readyz").await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.text().await.unwrap().trim(),
+        "not ready: StarRocks is unreachable, retrying (failed attempts: 2): items: connection refused again"
+    );
+    assert_eq!(get("/healthz").await.unwrap().status(), 200, "alive");
+    let m = scrape(&get("/metrics").await.unwrap().text().await.unwrap());
+    let sr = [("dependency", "starrocks")];
+    let pg = [("dependency", "postgresql")];
+    assert_eq!(value(&m, "dbmazz_dependency_up", &sr), 0.0);
+    assert_eq!(value(&m, "dbmazz_dependency_up", &pg), 1.0);
+    assert_eq!(value(&m, "dbmazz_dependency_failed_attempts", &sr), 2.0);
+    assert!(value(&m, "dbmazz_dependency_unreachable_seconds", &sr) >= 30.0);
+    assert_eq!(value(&m, "dbmazz_dependency_unreachable_seconds", &pg), 0.0);
+
+    h.life
+        .send_modify(|l| drop(l.outages.reached(dbmazz::lifecycle::Dependency::StarRocks)));
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    let m = scrape(&get("/metrics").await.unwrap().text().await.unwrap());
+    assert_eq!(value(&m, "dbmazz_dependency_up", &sr), 1.0);
+    h.stop().await;
+}
+
+/// Regression: at shutdown the HTTP server (no open connections) ends at once; taking
+/// that for the end of the control plane aborted the gRPC server, and the daemon exited
+/// with Watch streams cut ("broken pipe") before their final update: its last state
+/// (e.g. `failed`) never reached watchers. Here the server runs in its own runtime that
+/// is dropped as soon as `serve` says it is done, as the process exit does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_get_the_final_state_before_the_server_is_done() {
+    for round in 0..20 {
+        let (uri_tx, uri_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let h = Harness::start(None).await;
+                uri_tx.send(h.grpc_uri()).unwrap();
+                tokio::task::spawn_blocking(move || go_rx.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                // The daemon fails and stops its control plane right after.
+                h.set_error("permanent: schema mismatch");
+                h.set_state(DaemonState::Failed);
+                h.stop().await;
+            });
+            // Dropping the runtime ends every task, as the process exit does.
+        });
+        let uri = tokio::task::spawn_blocking(move || uri_rx.recv().unwrap())
+            .await
+            .unwrap();
+        let mut s = StatusClient::connect(uri).await.unwrap();
+        let mut stream = s
+            .watch(proto::WatchRequest {
+                interval_ms: 60_000,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(stream.message().await.unwrap().unwrap().state, "running");
+        go_tx.send(()).unwrap();
+        let mut last = None;
+        let end = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match stream.message().await {
+                    Ok(Some(m)) => last = Some(m),
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await
+        .expect("the stream ends");
+        tokio::task::spawn_blocking(move || server.join().unwrap())
+            .await
+            .unwrap();
+        assert!(end.is_ok(), "round {round}: the stream was cut: {end:?}");
+        let last = last.expect("a final update");
+        assert_eq!(last.state, "failed", "round {round}");
+        assert_eq!(last.last_error, "permanent: schema mismatch");
+    }
 }

@@ -15,8 +15,13 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{help_table, Config, ConfigError, LogFormat};
 use crate::connectors::sources::postgres::SourceError;
+use crate::grpc::ServeError;
+use crate::pipeline::loader::{LoaderError, SinkFailure};
+use crate::spool::SpoolError;
 
-/// Errors of a CLI command, with a clear message for the operator.
+/// Errors of a CLI command, with a clear message for the operator. Each layer adds its
+/// context once: the errors of the source, the spool, the sink and the loader already say
+/// which part failed and what it was doing, so they are shown as they are.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("configuration: {0}")]
@@ -26,11 +31,24 @@ pub enum CliError {
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] tokio_postgres::Error),
     #[error("{0}")]
+    Spool(#[from] SpoolError),
+    /// The sink's startup checks (targets, credentials).
+    #[error("{0}")]
+    Sink(#[from] SinkFailure),
+    /// The loader stopped on a permanent error.
+    #[error("{0}")]
+    Loader(#[from] LoaderError),
+    #[error("control plane: {0}")]
+    ControlPlane(#[from] ServeError),
+    #[error("{0}")]
     Usage(String),
     #[error("output: {0}")]
     Io(#[from] std::io::Error),
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    /// A bug: a task panicked or was cancelled.
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("{0}")]
     Other(String),
 }
@@ -191,12 +209,41 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode, CliError> {
         Command::Run => {
             let cfg = load_config(&cli)?;
             crate::logging::init(cfg.log.format, &cfg.log.filter);
-            // The fatal error also goes through tracing, so JSON log pipelines see it.
-            if let Err(e) = runtime()?.block_on(crate::daemon::run(cfg)) {
-                tracing::error!(error = %e, "dbmazz stopped on an error; the replication slot and the spool are kept");
-                return Err(e);
-            }
+            // The daemon logs its fatal error through tracing itself (JSON log pipelines
+            // see it); `main` prints it once more for the person at the terminal.
+            runtime()?.block_on(crate::daemon::run(cfg))?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each layer adds its context once: no "spool: spool ...", no "loader: sink: ...".
+    #[test]
+    fn errors_are_worded_once() {
+        let e = CliError::from(SpoolError::Locked {
+            dir: PathBuf::from("/var/lib/dbmazz/spool"),
+        });
+        assert_eq!(
+            e.to_string(),
+            "spool at /var/lib/dbmazz/spool is locked by another process (is the daemon running?)"
+        );
+        let e = CliError::from(SinkFailure::permanent(
+            "StarRocks MySQL port: Access denied for user 'root'",
+        ));
+        assert_eq!(
+            e.to_string(),
+            "StarRocks MySQL port: Access denied for user 'root'"
+        );
+        let e = CliError::from(LoaderError::Sink(SinkFailure::permanent(
+            "loading public.items into items (label l1): 1 of 3 rows were filtered",
+        )));
+        assert_eq!(
+            e.to_string(),
+            "sink: loading public.items into items (label l1): 1 of 3 rows were filtered"
+        );
     }
 }

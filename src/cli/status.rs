@@ -226,6 +226,31 @@ fn lsn_text(l: &Option<proto::Lsn>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+fn dependency_json(d: &Option<proto::DependencyStatus>) -> Value {
+    let d = d.clone().unwrap_or(proto::DependencyStatus {
+        reachable: true,
+        ..Default::default()
+    });
+    json!({
+        "reachable": d.reachable,
+        "unreachable_since_unix_ms": d.unreachable_since_unix_ms,
+        "unreachable_seconds": d.unreachable_seconds,
+        "attempts": d.attempts,
+        "last_error": d.last_error,
+    })
+}
+
+/// `reachable`, or how long it has been unreachable and why.
+fn dependency_text(d: &Option<proto::DependencyStatus>) -> String {
+    match d {
+        Some(d) if !d.reachable => format!(
+            "unreachable for {:.0}s, retrying ({} failed attempts): {}",
+            d.unreachable_seconds, d.attempts, d.last_error
+        ),
+        _ => "reachable".into(),
+    }
+}
+
 fn lsn_json(l: &Option<proto::Lsn>) -> Value {
     match l {
         Some(l) => json!({"value": l.value, "text": l.text}),
@@ -307,6 +332,9 @@ pub fn status_json(s: &proto::StatusResponse) -> Value {
         "version": s.version,
         "state": s.state,
         "stage": s.stage,
+        "activity": s.activity,
+        "postgres": dependency_json(&s.postgres),
+        "starrocks": dependency_json(&s.starrocks),
         "started_at_unix_ms": s.started_at_unix_ms,
         "uptime_seconds": s.uptime_seconds,
         "slot_name": s.slot_name,
@@ -373,9 +401,11 @@ pub fn write_table(s: &proto::StatusResponse, out: &mut dyn Write) -> std::io::R
     let reader = s.reader.clone().unwrap_or_default();
     let slot = s.slot.clone().unwrap_or_default();
     let spool = s.spool.clone().unwrap_or_default();
-    let rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&str, String)> = vec![
         ("state", s.state.clone()),
         ("stage", s.stage.clone()),
+        ("PostgreSQL", dependency_text(&s.postgres)),
+        ("StarRocks", dependency_text(&s.starrocks)),
         ("version", s.version.clone()),
         ("uptime", format!("{:.0}s", s.uptime_seconds)),
         (
@@ -465,6 +495,9 @@ pub fn write_table(s: &proto::StatusResponse, out: &mut dyn Write) -> std::io::R
             },
         ),
     ];
+    if !s.activity.is_empty() && s.activity != s.stage {
+        rows.insert(2, ("activity", s.activity.clone()));
+    }
     let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in &rows {
         writeln!(out, "{k:<w$}  {v}")?;
@@ -535,6 +568,14 @@ pub fn write_compact(s: &proto::StatusResponse, out: &mut dyn Write) -> std::io:
             ""
         }
     )?;
+    for (name, d) in [("PostgreSQL", &s.postgres), ("StarRocks", &s.starrocks)] {
+        if d.as_ref().is_some_and(|d| !d.reachable) {
+            writeln!(out, "{name} {}", dependency_text(d))?;
+        }
+    }
+    if !s.activity.is_empty() && s.activity != s.stage {
+        writeln!(out, "{}", s.activity)?;
+    }
     if !s.last_error.is_empty() {
         writeln!(out, "error: {}", s.last_error)?;
     }
@@ -589,6 +630,38 @@ mod tests {
             token: None,
         };
         assert_eq!(a.uri(), "http://h:1");
+    }
+
+    #[test]
+    fn outages_show_in_the_table() {
+        let s = proto::StatusResponse {
+            state: "starting".into(),
+            stage: "waiting for PostgreSQL".into(),
+            activity: "waiting for PostgreSQL".into(),
+            postgres: Some(proto::DependencyStatus {
+                reachable: false,
+                unreachable_seconds: 12.4,
+                attempts: 3,
+                last_error: "connection refused".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        write_table(&s, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(
+                "PostgreSQL            unreachable for 12s, retrying (3 failed attempts): connection refused\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("StarRocks             reachable\n"), "{text}");
+        assert!(!text.contains("activity"), "same as the stage: {text}");
+        let j = status_json(&s);
+        assert_eq!(j["postgres"]["attempts"], 3);
+        assert_eq!(j["starrocks"]["reachable"], true);
+        assert_eq!(j["activity"], "waiting for PostgreSQL");
     }
 
     #[test]

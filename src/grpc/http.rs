@@ -1,6 +1,9 @@
 //! The HTTP side of the control plane: `/metrics` (Prometheus text format 0.0.4, the
 //! same figures as gRPC Status, built from [`status_snapshot`]), `/healthz` (200 while
-//! the process is alive and not failed) and `/readyz` (200 when running and connected).
+//! the process is alive and not failed) and `/readyz` (200 when running, connected to
+//! PostgreSQL and not waiting for StarRocks: [`LifecycleStatus::readiness`]).
+//!
+//! [`LifecycleStatus::readiness`]: crate::lifecycle::LifecycleStatus::readiness
 
 use std::fmt::Write as _;
 
@@ -16,6 +19,7 @@ use super::proto;
 use super::server::ServeError;
 use super::service::{status_snapshot, wait_true};
 use super::state::{DaemonHandle, DaemonState};
+use crate::lifecycle::Dependency;
 
 /// Content type of the Prometheus text exposition format.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -54,32 +58,19 @@ async fn metrics(State(handle): State<DaemonHandle>) -> Response {
 }
 
 async fn healthz(State(handle): State<DaemonHandle>) -> Response {
-    let state = handle.state();
-    if state == DaemonState::Failed {
-        let err = handle
-            .inner
-            .state_error
-            .borrow()
-            .clone()
-            .unwrap_or_default();
+    let life = handle.lifecycle();
+    if life.state == DaemonState::Failed {
+        let err = life.error.unwrap_or_default();
         (StatusCode::SERVICE_UNAVAILABLE, format!("failed: {err}\n")).into_response()
     } else {
-        (StatusCode::OK, format!("ok: {}\n", state.as_str())).into_response()
+        (StatusCode::OK, format!("ok: {}\n", life.state)).into_response()
     }
 }
 
 async fn readyz(State(handle): State<DaemonHandle>) -> Response {
-    let state = handle.state();
-    let connected = handle.inner.reader.borrow().connected;
-    if state == DaemonState::Running && connected {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        let why = if state != DaemonState::Running {
-            format!("not ready: {}\n", state.as_str())
-        } else {
-            "not ready: the reader is not connected to PostgreSQL\n".to_string()
-        };
-        (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
+    match handle.lifecycle().readiness(handle.reader().connected) {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
     }
 }
 
@@ -180,18 +171,53 @@ pub fn render_snapshot(s: &proto::StatusResponse) -> String {
             1.0,
         )],
     );
-    let states = [
-        "starting", "running", "paused", "draining", "stopping", "failed",
-    ];
-    let samples: Vec<(Vec<(&str, &str)>, f64)> = states
+    let samples: Vec<(Vec<(&str, &str)>, f64)> = DaemonState::ALL
         .iter()
-        .map(|st| (vec![("state", *st)], b(s.state == *st)))
+        .map(|st| (vec![("state", st.as_str())], b(s.state == st.as_str())))
         .collect();
     e.family(
         "dbmazz_state",
         "gauge",
         "Daemon state: 1 for the current state, 0 for the others.",
         &samples,
+    );
+    let deps: Vec<(&str, proto::DependencyStatus)> = Dependency::ALL
+        .iter()
+        .map(|d| {
+            let st = match d {
+                Dependency::Postgres => s.postgres.clone(),
+                Dependency::StarRocks => s.starrocks.clone(),
+            };
+            // An absent message (an older daemon) means nothing is known to be wrong.
+            let st = st.unwrap_or(proto::DependencyStatus {
+                reachable: true,
+                ..Default::default()
+            });
+            (d.key(), st)
+        })
+        .collect();
+    let per_dep = |f: &dyn Fn(&proto::DependencyStatus) -> f64| -> Vec<(Vec<(&str, &str)>, f64)> {
+        deps.iter()
+            .map(|(k, d)| (vec![("dependency", *k)], f(d)))
+            .collect()
+    };
+    e.family(
+        "dbmazz_dependency_up",
+        "gauge",
+        "1 while the daemon reaches the dependency (postgresql, starrocks); 0 while it retries.",
+        &per_dep(&|d| b(d.reachable)),
+    );
+    e.family(
+        "dbmazz_dependency_unreachable_seconds",
+        "gauge",
+        "Seconds since the dependency became unreachable (0 while reachable).",
+        &per_dep(&|d| d.unreachable_seconds),
+    );
+    e.family(
+        "dbmazz_dependency_failed_attempts",
+        "gauge",
+        "Failed attempts to reach the dependency in the current outage (0 while reachable).",
+        &per_dep(&|d| d.attempts as f64),
     );
     e.gauge(
         "dbmazz_uptime_seconds",

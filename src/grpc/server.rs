@@ -1,5 +1,7 @@
 //! [`serve`]: binds the gRPC server (with reflection v1 and v1alpha) and the HTTP
-//! metrics/health server, runs them until the shutdown flag turns true.
+//! metrics/health server, runs them until the shutdown flag turns true. At shutdown the
+//! Watch streams send their final update and end first, then the servers stop: a
+//! daemon's last state (e.g. `failed`) reaches its watchers before the process exits.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,11 +14,15 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
 use super::proto;
-use super::service::{wait_true, ControlService, HealthService, StatusService};
+use super::service::{wait_true, ControlService, HealthService, StatusService, WatchStreams};
 use super::state::DaemonHandle;
 
 /// How long a graceful stop may take before the servers are dropped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How long Watch streams get to send their final update and end before the servers
+/// stop.
+const FINAL_UPDATES: Duration = Duration::from_secs(2);
 
 /// Errors of the control plane servers.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +105,10 @@ pub async fn serve(
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
     let token_set = token.is_some();
+    // `shutdown` ends the Watch streams (each with a final update); the servers stop on
+    // `stop`, once those streams have ended.
+    let streams = WatchStreams::new();
+    let (stop_tx, stop) = watch::channel(false);
     let router = tonic::transport::Server::builder()
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -106,26 +116,31 @@ pub async fn serve(
             handle.clone(),
         )))
         .add_service(proto::status_server::StatusServer::new(
-            StatusService::new(handle.clone()).with_shutdown(shutdown.clone()),
+            StatusService::new(handle.clone())
+                .with_shutdown(shutdown.clone())
+                .with_streams(streams.clone()),
         ))
         .add_service(proto::control_server::ControlServer::new(
             ControlService::new(handle.clone(), token),
         ));
 
-    let mut sd = Some(shutdown.clone());
+    let mut sd = Some(stop.clone());
     let grpc_task = tokio::spawn(
         router.serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
             wait_true(&mut sd).await
         }),
     );
-    let http_task = tokio::spawn(super::http::run(http_listener, handle, shutdown.clone()));
+    let http_task = tokio::spawn(super::http::run(http_listener, handle, stop));
     info!(grpc = %grpc_addr, http = %http_addr, control_token = token_set, "control plane listening");
 
     let task = tokio::spawn(async move {
         let mut sd = Some(shutdown);
         let mut grpc_task = grpc_task;
         let mut http_task = http_task;
+        // Shutdown first; a server that ends before it was asked to is a failure.
         tokio::select! {
+            biased;
+            _ = wait_true(&mut sd) => {}
             r = &mut grpc_task => {
                 http_task.abort();
                 return r?.map_err(ServeError::from);
@@ -134,8 +149,14 @@ pub async fn serve(
                 grpc_task.abort();
                 return r?;
             }
-            _ = wait_true(&mut sd) => {}
         }
+        if tokio::time::timeout(FINAL_UPDATES, streams.ended())
+            .await
+            .is_err()
+        {
+            warn!("Watch streams did not end within {FINAL_UPDATES:?}; closing them");
+        }
+        let _ = stop_tx.send(true);
         let stopped = tokio::time::timeout(SHUTDOWN_GRACE, async {
             let g = (&mut grpc_task).await;
             let h = (&mut http_task).await;

@@ -3,8 +3,9 @@
 //! into the status figures (the HTTP metrics use the same snapshot).
 //!
 //! Status calls only read watch channels and the spool's counters. Control calls check
-//! the bearer token (when one is configured), hand a [`ControlRequest`] to the daemon and
-//! return at once (after at most [`CONTROL_SETTLE`]) with the daemon's state.
+//! the bearer token (when one is configured), ask the lifecycle whether the request is
+//! legal now ([`lifecycle::on_request`]), hand it to the daemon and return at once (after
+//! at most [`CONTROL_SETTLE`]) with the daemon's state.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,8 +18,9 @@ use tonic::{Request, Response, Status as RpcStatus};
 use tracing::{info, warn};
 
 use super::proto;
-use super::state::{ControlRequest, DaemonHandle, DaemonState};
+use super::state::{ControlRequest, DaemonHandle};
 use crate::core::Lsn;
+use crate::lifecycle::{self, Decision, Dependency, LifecycleStatus};
 
 /// How long a control call waits for the daemon to reach the requested state before it
 /// returns the state it sees.
@@ -46,31 +48,78 @@ fn unix_ms(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// True when the daemon counts as serving: alive and not failed or stopping.
-pub fn is_serving(state: DaemonState) -> bool {
-    matches!(
-        state,
-        DaemonState::Starting | DaemonState::Running | DaemonState::Paused | DaemonState::Draining
-    )
+fn dependency(life: &LifecycleStatus, dep: Dependency, now: SystemTime) -> proto::DependencyStatus {
+    match life.outages.get(dep) {
+        None => proto::DependencyStatus {
+            reachable: true,
+            ..Default::default()
+        },
+        Some(o) => proto::DependencyStatus {
+            reachable: false,
+            unreachable_since_unix_ms: unix_ms(o.since),
+            unreachable_seconds: now
+                .duration_since(o.since)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+            attempts: o.attempts,
+            last_error: o.last_error.clone(),
+        },
+    }
+}
+
+/// The most relevant error: the permanent one, else the loader's, the reader's, an
+/// outage found by the daemon itself (startup), the slot poller's (when given).
+fn last_error(
+    life: &LifecycleStatus,
+    loader: &super::state::LoaderStatus,
+    reader: &crate::connectors::sources::postgres::reader::ReaderStatus,
+    slot: Option<&super::state::SlotHealth>,
+) -> String {
+    let outage = || {
+        Dependency::ALL.into_iter().find_map(|d| {
+            life.outages
+                .get(d)
+                .map(|o| format!("waiting for {d}: {}", o.last_error))
+        })
+    };
+    life.error
+        .clone()
+        .or_else(|| loader.last_error.clone())
+        .or_else(|| reader.last_error.clone())
+        .or_else(outage)
+        .or_else(|| slot.and_then(|s| s.error.clone()))
+        .unwrap_or_default()
 }
 
 /// Reads every view of the handle into one status message.
 pub fn status_snapshot(handle: &DaemonHandle) -> proto::StatusResponse {
     let inner = &handle.inner;
-    let state = handle.state();
-    let state_error = inner.state_error.borrow().clone();
-    let reader = inner.reader.borrow().clone();
-    let loader = inner.loader.borrow().clone();
+    let life = handle.lifecycle();
+    let state = life.state;
+    let reader = handle.reader();
+    let loader = handle.loader();
     let slot = inner.slot.borrow().clone();
+    let started = handle.pipeline().is_some();
     let spool = handle.spool_stats();
+    let now = SystemTime::now();
 
-    let confirmed = spool.loaded.confirmed_lsn.max(loader.confirmed_lsn);
+    let confirmed = spool
+        .as_ref()
+        .map_or(Lsn::ZERO, |s| s.loaded.confirmed_lsn)
+        .max(loader.confirmed_lsn);
     let lag_bytes = match (slot.lag_bytes, slot.error.is_none() && slot.exists) {
         (Some(b), true) => b,
         _ => reader.received_lsn.0.saturating_sub(confirmed.0),
     };
-    let age = spool.oldest_pending_age_secs.unwrap_or(0.0);
-    let reading_paused = spool.full && reader.held_back;
+    let age = spool
+        .as_ref()
+        .and_then(|s| s.oldest_pending_age_secs)
+        .unwrap_or(0.0);
+    let reading_paused = spool.as_ref().is_some_and(|s| s.full) && reader.held_back;
+    let per_table = spool
+        .as_ref()
+        .map(|s| s.per_table.as_slice())
+        .unwrap_or(&[]);
 
     let mut tables: Vec<proto::TableStatus> = loader
         .tables
@@ -84,8 +133,7 @@ pub fn status_snapshot(handle: &DaemonHandle) -> proto::StatusResponse {
                 rows_deleted: t.rows_deleted,
                 truncates: t.truncates,
                 loads: t.loads,
-                pending_records: spool
-                    .per_table
+                pending_records: per_table
                     .iter()
                     .filter(|c| c.name == t.source_table)
                     .map(|c| c.records)
@@ -98,7 +146,7 @@ pub fn status_snapshot(handle: &DaemonHandle) -> proto::StatusResponse {
         })
         .collect();
     // Tables with pending changes the loader has not reported on yet.
-    for c in &spool.per_table {
+    for c in per_table {
         if c.records > 0 && !loader.tables.values().any(|t| t.source_table == c.name) {
             tables.push(proto::TableStatus {
                 source_table: c.name.clone(),
@@ -108,18 +156,39 @@ pub fn status_snapshot(handle: &DaemonHandle) -> proto::StatusResponse {
         }
     }
 
-    let last_error = state_error
-        .clone()
-        .or_else(|| loader.last_error.clone())
-        .or_else(|| reader.last_error.clone())
-        .or_else(|| slot.error.clone())
-        .unwrap_or_default();
-    let now = SystemTime::now();
+    let last_error = last_error(&life, &loader, &reader, Some(&slot));
+    // Before the pipeline runs, the stage is the startup step.
+    let stage = if started {
+        loader.stage.clone()
+    } else {
+        life.activity.clone()
+    };
+    let spool_status = spool.as_ref().map(|spool| proto::SpoolStatus {
+        spool_id: spool.spool_id.clone(),
+        dir: spool.dir.clone(),
+        durable_seq: spool.durable.seq,
+        durable_lsn: lsn(spool.durable.end_lsn),
+        loaded_seq: spool.loaded.seq,
+        confirmed_lsn: lsn(spool.loaded.confirmed_lsn),
+        pending_records: spool.pending_records,
+        pending_txns: spool.pending_txns,
+        pending_bytes: spool.pending_bytes,
+        unflushed_bytes: spool.unflushed_bytes,
+        stream_txns: spool.stream_txns as u64,
+        stream_bytes: spool.stream_bytes,
+        oldest_pending_age_seconds: spool.oldest_pending_age_secs,
+        oldest_pending_commit_lsn: spool.oldest_pending.and_then(|p| lsn(p.commit_lsn)),
+        segments: spool.segments as u64,
+        disk_bytes: spool.disk_bytes,
+        capacity_bytes: spool.max_bytes,
+        full: spool.full,
+        reading_paused,
+    });
 
     proto::StatusResponse {
         version: inner.version.to_string(),
         state: state.as_str().to_string(),
-        stage: loader.stage.clone(),
+        stage,
         started_at_unix_ms: unix_ms(inner.started_at),
         uptime_seconds: now
             .duration_since(inner.started_at)
@@ -127,17 +196,17 @@ pub fn status_snapshot(handle: &DaemonHandle) -> proto::StatusResponse {
             .unwrap_or(0.0),
         slot_name: inner.slot_name.clone(),
         received_lsn: lsn(reader.received_lsn),
-        durable_lsn: lsn(spool.durable.end_lsn),
+        durable_lsn: spool.as_ref().and_then(|s| lsn(s.durable.end_lsn)),
         confirmed_lsn: lsn(confirmed),
         slot_confirmed_flush_lsn: slot.confirmed_flush_lsn.and_then(lsn),
         slot_restart_lsn: slot.restart_lsn.and_then(lsn),
         lag_bytes,
         lag_seconds: age,
-        spool_records: spool.pending_records,
-        spool_txns: spool.pending_txns,
-        spool_bytes: spool.pending_bytes,
+        spool_records: spool.as_ref().map_or(0, |s| s.pending_records),
+        spool_txns: spool.as_ref().map_or(0, |s| s.pending_txns),
+        spool_bytes: spool.as_ref().map_or(0, |s| s.pending_bytes),
         oldest_pending_age_seconds: age,
-        spool_capacity_bytes: spool.max_bytes,
+        spool_capacity_bytes: spool.as_ref().map_or(0, |s| s.max_bytes),
         reading_paused,
         tables,
         last_error,
@@ -170,50 +239,30 @@ pub fn status_snapshot(handle: &DaemonHandle) -> proto::StatusResponse {
             checked_at_unix_ms: slot.checked_at_unix_ms,
             error: slot.error.clone().unwrap_or_default(),
         }),
-        spool: Some(proto::SpoolStatus {
-            spool_id: spool.spool_id.clone(),
-            dir: spool.dir.clone(),
-            durable_seq: spool.durable.seq,
-            durable_lsn: lsn(spool.durable.end_lsn),
-            loaded_seq: spool.loaded.seq,
-            confirmed_lsn: lsn(spool.loaded.confirmed_lsn),
-            pending_records: spool.pending_records,
-            pending_txns: spool.pending_txns,
-            pending_bytes: spool.pending_bytes,
-            unflushed_bytes: spool.unflushed_bytes,
-            stream_txns: spool.stream_txns as u64,
-            stream_bytes: spool.stream_bytes,
-            oldest_pending_age_seconds: spool.oldest_pending_age_secs,
-            oldest_pending_commit_lsn: spool.oldest_pending.and_then(|p| lsn(p.commit_lsn)),
-            segments: spool.segments as u64,
-            disk_bytes: spool.disk_bytes,
-            capacity_bytes: spool.max_bytes,
-            full: spool.full,
-            reading_paused,
-        }),
+        spool: spool_status,
         loader_retries: loader.retries,
         loader_error: loader.last_error.clone().unwrap_or_default(),
+        postgres: Some(dependency(&life, Dependency::Postgres, now)),
+        starrocks: Some(dependency(&life, Dependency::StarRocks, now)),
+        activity: life.activity.clone(),
     }
 }
 
 /// The health answer for a handle.
 pub fn health(handle: &DaemonHandle) -> proto::HealthResponse {
-    let state = handle.state();
-    let loader_stage = handle.inner.loader.borrow().stage.clone();
-    let reader = handle.inner.reader.borrow();
-    let error = handle
-        .inner
-        .state_error
-        .borrow()
-        .clone()
-        .or_else(|| handle.inner.loader.borrow().last_error.clone())
-        .or_else(|| reader.last_error.clone())
-        .unwrap_or_default();
+    let life = handle.lifecycle();
+    let reader = handle.reader();
+    let loader = handle.loader();
+    let stage = if handle.pipeline().is_some() {
+        loader.stage.clone()
+    } else {
+        life.activity.clone()
+    };
     proto::HealthResponse {
-        serving: is_serving(state),
-        state: state.as_str().to_string(),
-        stage: loader_stage,
-        error,
+        serving: life.state.is_serving(),
+        state: life.state.as_str().to_string(),
+        stage,
+        error: last_error(&life, &loader, &reader, None),
         reader_connected: reader.connected,
     }
 }
@@ -240,11 +289,40 @@ impl proto::health_server::Health for HealthService {
     }
 }
 
+/// Keeps count of the open Watch streams, so that a shutdown lets them deliver their
+/// final update and end before the connections close (a connection closed under an
+/// open stream can lose what was still on its way to the client).
+#[derive(Clone)]
+pub struct WatchStreams(Arc<watch::Sender<()>>);
+
+impl Default for WatchStreams {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WatchStreams {
+    pub fn new() -> Self {
+        WatchStreams(Arc::new(watch::channel(()).0))
+    }
+
+    /// Held by a stream for as long as it is open.
+    fn enter(&self) -> watch::Receiver<()> {
+        self.0.subscribe()
+    }
+
+    /// Resolves once no Watch stream is open.
+    pub async fn ended(&self) {
+        self.0.closed().await
+    }
+}
+
 /// `dbmazz.v1.Status`.
 #[derive(Clone)]
 pub struct StatusService {
     handle: DaemonHandle,
     shutdown: Option<watch::Receiver<bool>>,
+    streams: WatchStreams,
 }
 
 impl StatusService {
@@ -252,7 +330,14 @@ impl StatusService {
         Self {
             handle,
             shutdown: None,
+            streams: WatchStreams::new(),
         }
+    }
+
+    /// Counts the Watch streams in `streams`.
+    pub fn with_streams(mut self, streams: WatchStreams) -> Self {
+        self.streams = streams;
+        self
     }
 
     /// Ends Watch streams when `shutdown` turns true (so a graceful stop does not wait
@@ -315,12 +400,14 @@ impl proto::status_server::Status for StatusService {
         };
         let handle = self.handle.clone();
         let mut shutdown = self.shutdown.clone();
+        let open = self.streams.enter();
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
-            let mut state = Some(handle.inner.state.clone());
-            let mut loader = Some(handle.inner.loader.clone());
+            let _open = open;
+            let mut life = Some(handle.inner.lifecycle.clone());
+            // The loader's view appears once the pipeline runs.
+            let mut loader = None;
             let mut slot = Some(handle.inner.slot.clone());
-            let mut err = Some(handle.inner.state_error.clone());
             // The first snapshot goes out at once; the clock starts after it.
             let mut tick =
                 tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -343,12 +430,14 @@ impl proto::status_server::Status for StatusService {
                     return; // that was the final state
                 }
                 let sent_at = tokio::time::Instant::now();
+                if loader.is_none() {
+                    loader = handle.pipeline().map(|p| p.loader.clone());
+                }
                 tokio::select! {
                     _ = tick.tick() => {}
-                    _ = changed(&mut state) => {}
+                    _ = changed(&mut life) => {}
                     _ = changed(&mut loader) => {}
                     _ = changed(&mut slot) => {}
-                    _ = changed(&mut err) => {}
                     _ = tx.closed() => return,
                     _ = wait_true(&mut shutdown) => {
                         // The daemon is stopping: the final state (e.g. the drained
@@ -362,8 +451,8 @@ impl proto::status_server::Status for StatusService {
                 }
                 // Rate limit: at most one update per MIN_WATCH_INTERVAL.
                 tokio::time::sleep_until(sent_at + MIN_WATCH_INTERVAL).await;
-                if state.is_none() && loader.is_none() {
-                    // The daemon dropped its views: it is gone. One last update, then end.
+                if life.is_none() {
+                    // The daemon dropped its lifecycle: it is gone. One last update, then end.
                     let h = handle.clone();
                     if let Ok(s) = tokio::task::spawn_blocking(move || status_snapshot(&h)).await {
                         let _ = tx.send(Ok(s)).await;
@@ -427,36 +516,18 @@ impl ControlService {
     ) -> Result<Response<proto::ControlResponse>, RpcStatus> {
         self.authorize(&req)?;
         let current = self.handle.state();
-        let target = match what {
-            ControlRequest::Pause => DaemonState::Paused,
-            ControlRequest::Resume => DaemonState::Running,
-            ControlRequest::DrainAndStop => DaemonState::Draining,
-            ControlRequest::Stop => DaemonState::Stopping,
-        };
-        let refuse = matches!(
-            (what, current),
-            (
-                ControlRequest::Pause | ControlRequest::Resume,
-                DaemonState::Draining | DaemonState::Stopping | DaemonState::Failed
-            ) | (
-                ControlRequest::DrainAndStop,
-                DaemonState::Stopping | DaemonState::Failed
-            )
-        );
-        if refuse {
-            return Err(RpcStatus::failed_precondition(format!(
-                "cannot {} while the daemon is {}",
-                verb(what),
-                current.as_str()
-            )));
-        }
-        if current == target {
-            return Ok(Response::new(proto::ControlResponse {
-                accepted: true,
-                state: current.as_str().to_string(),
-                target_state: target.as_str().to_string(),
-                message: format!("already {}", current.as_str()),
-            }));
+        let target = what.target();
+        match lifecycle::on_request(current, what) {
+            Err(refused) => return Err(RpcStatus::failed_precondition(refused.to_string())),
+            Ok(Decision::Already(state)) => {
+                return Ok(Response::new(proto::ControlResponse {
+                    accepted: true,
+                    state: state.as_str().to_string(),
+                    target_state: target.as_str().to_string(),
+                    message: format!("already {state}"),
+                }))
+            }
+            Ok(Decision::Go(_)) => {}
         }
         match tokio::time::timeout(Duration::from_secs(2), self.handle.inner.control.send(what))
             .await
@@ -473,28 +544,20 @@ impl ControlService {
                 ))
             }
         }
-        info!(request = verb(what), "control request accepted");
-        let mut rx = self.handle.inner.state.clone();
-        let reached = tokio::time::timeout(CONTROL_SETTLE, rx.wait_for(|s| *s == target)).await;
+        info!(request = what.verb(), "control request accepted");
+        let mut rx = self.handle.inner.lifecycle.clone();
+        let reached =
+            tokio::time::timeout(CONTROL_SETTLE, rx.wait_for(|s| s.state == target)).await;
         let state = match reached {
-            Ok(Ok(s)) => *s,
+            Ok(Ok(s)) => s.state,
             _ => self.handle.state(),
         };
         Ok(Response::new(proto::ControlResponse {
             accepted: true,
             state: state.as_str().to_string(),
             target_state: target.as_str().to_string(),
-            message: format!("{} requested", verb(what)),
+            message: format!("{} requested", what.verb()),
         }))
-    }
-}
-
-fn verb(r: ControlRequest) -> &'static str {
-    match r {
-        ControlRequest::Pause => "pause",
-        ControlRequest::Resume => "resume",
-        ControlRequest::DrainAndStop => "drain",
-        ControlRequest::Stop => "stop",
     }
 }
 

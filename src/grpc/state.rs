@@ -2,10 +2,12 @@
 //!
 //! The daemon builds one [`DaemonHandle`]; the gRPC service, the metrics endpoint and
 //! the health checks only read it (watch channels, spool stats) and send control
-//! requests through it. Nothing here blocks the data path.
+//! requests through it. The pipeline's views appear once the daemon has started; until
+//! then only the lifecycle (state, activity, outages) and the slot poller are there.
+//! Nothing here blocks the data path.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -15,32 +17,9 @@ use crate::connectors::sources::postgres::reader::ReaderStatus;
 use crate::core::Lsn;
 use crate::spool::{Spool, SpoolStats};
 
-/// Lifecycle of the daemon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-pub enum DaemonState {
-    #[default]
-    Starting,
-    Running,
-    Paused,
-    /// Reading stopped; the loader empties the spool, then the daemon exits.
-    Draining,
-    Stopping,
-    /// A permanent error stopped the pipeline; spool and slot are kept.
-    Failed,
-}
-
-impl DaemonState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Starting => "starting",
-            Self::Running => "running",
-            Self::Paused => "paused",
-            Self::Draining => "draining",
-            Self::Stopping => "stopping",
-            Self::Failed => "failed",
-        }
-    }
-}
+/// The states and requests are the lifecycle's ([`crate::lifecycle`]); re-exported here
+/// for the control plane's users.
+pub use crate::lifecycle::{ControlRequest, DaemonState, LifecycleStatus};
 
 /// Outcome of a table's last load.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
@@ -96,16 +75,6 @@ pub struct SlotHealth {
     pub error: Option<String>,
 }
 
-/// A control request to the daemon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ControlRequest {
-    Pause,
-    Resume,
-    /// Stop reading, load everything in the spool, confirm, exit.
-    DrainAndStop,
-    Stop,
-}
-
 /// Shared, cheap-to-clone view of the running daemon.
 #[derive(Clone)]
 pub struct DaemonHandle {
@@ -116,22 +85,51 @@ pub struct HandleInner {
     pub started_at: SystemTime,
     pub version: &'static str,
     pub slot_name: String,
-    pub state: watch::Receiver<DaemonState>,
-    pub state_error: watch::Receiver<Option<String>>,
-    pub reader: watch::Receiver<ReaderStatus>,
-    pub loader: watch::Receiver<LoaderStatus>,
+    /// State, activity, permanent error and outages, as the daemon publishes them.
+    pub lifecycle: watch::Receiver<LifecycleStatus>,
+    /// The running pipeline's views; empty while the daemon is starting.
+    pub pipeline: OnceLock<PipelineViews>,
     pub slot: watch::Receiver<SlotHealth>,
-    pub spool: Spool,
     /// Control requests go here; the daemon acts on them.
     pub control: tokio::sync::mpsc::Sender<ControlRequest>,
 }
 
+/// What the running pipeline shows: the reader, the loader and the spool.
+pub struct PipelineViews {
+    pub reader: watch::Receiver<ReaderStatus>,
+    pub loader: watch::Receiver<LoaderStatus>,
+    pub spool: Spool,
+}
+
 impl DaemonHandle {
     pub fn state(&self) -> DaemonState {
-        *self.inner.state.borrow()
+        self.inner.lifecycle.borrow().state
     }
 
-    pub fn spool_stats(&self) -> SpoolStats {
-        self.inner.spool.stats()
+    pub fn lifecycle(&self) -> LifecycleStatus {
+        self.inner.lifecycle.borrow().clone()
+    }
+
+    pub fn pipeline(&self) -> Option<&PipelineViews> {
+        self.inner.pipeline.get()
+    }
+
+    /// The reader's status (the default one while starting).
+    pub fn reader(&self) -> ReaderStatus {
+        self.pipeline()
+            .map(|p| p.reader.borrow().clone())
+            .unwrap_or_default()
+    }
+
+    /// The loader's status (the default one while starting).
+    pub fn loader(&self) -> LoaderStatus {
+        self.pipeline()
+            .map(|p| p.loader.borrow().clone())
+            .unwrap_or_default()
+    }
+
+    /// The spool's figures (none before the spool is open).
+    pub fn spool_stats(&self) -> Option<SpoolStats> {
+        self.pipeline().map(|p| p.spool.stats())
     }
 }

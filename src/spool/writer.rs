@@ -401,6 +401,7 @@ impl Spool {
         if let Some(cur) = &w.current {
             cur.flush()?;
         }
+        crate::failpoints::crash(crate::failpoints::SPOOL_FLUSH_BEFORE_LEDGER);
         // 2. the mark, counters and relation versions: one atomic insert, then a flush.
         let _m = lock(&self.inner.meta_lock);
         let new_state = {

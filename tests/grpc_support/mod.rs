@@ -7,7 +7,7 @@ pub mod python;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use dbmazz::connectors::sources::postgres::reader::ReaderStatus;
@@ -22,8 +22,7 @@ pub const TOKEN: &str = "s3cr3t-t0ken";
 
 pub struct Harness {
     pub handle: DaemonHandle,
-    pub state: watch::Sender<DaemonState>,
-    pub state_error: watch::Sender<Option<String>>,
+    pub life: watch::Sender<LifecycleStatus>,
     pub reader: watch::Sender<ReaderStatus>,
     pub loader: watch::Sender<LoaderStatus>,
     pub slot: watch::Sender<SlotHealth>,
@@ -142,8 +141,10 @@ impl Harness {
         spool_txn(&spool, 701, 1, 0x1_0000_0200, 2);
         spool_txn(&spool, 702, 2, 0x1_0000_0300, 4);
 
-        let (state, state_rx) = watch::channel(DaemonState::Running);
-        let (state_error, state_error_rx) = watch::channel(None);
+        let (life, life_rx) = watch::channel(LifecycleStatus {
+            state: DaemonState::Running,
+            ..LifecycleStatus::default()
+        });
         let (reader, reader_rx) = watch::channel(ReaderStatus {
             connected: true,
             protocol_version: 2,
@@ -177,28 +178,25 @@ impl Harness {
                 started_at: SystemTime::now(),
                 version: "0.1.0-test",
                 slot_name: "dbmazz_slot".into(),
-                state: state_rx,
-                state_error: state_error_rx,
-                reader: reader_rx,
-                loader: loader_rx,
+                lifecycle: life_rx,
+                pipeline: OnceLock::new(),
                 slot: slot_rx,
-                spool: spool.clone(),
                 control: ctl_tx,
             }),
         };
+        let _ = handle.inner.pipeline.set(PipelineViews {
+            reader: reader_rx,
+            loader: loader_rx,
+            spool: spool.clone(),
+        });
         // The fake daemon: records requests and moves to the state they lead to.
         let requests = Arc::new(Mutex::new(Vec::new()));
         let recorded = requests.clone();
-        let st = state.clone();
+        let st = life.clone();
         tokio::spawn(async move {
             while let Some(r) = ctl_rx.recv().await {
                 recorded.lock().unwrap().push(r);
-                st.send_replace(match r {
-                    ControlRequest::Pause => DaemonState::Paused,
-                    ControlRequest::Resume => DaemonState::Running,
-                    ControlRequest::DrainAndStop => DaemonState::Draining,
-                    ControlRequest::Stop => DaemonState::Stopping,
-                });
+                st.send_modify(|s| s.state = r.target());
             }
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -216,8 +214,7 @@ impl Harness {
             http: serving.http_addr,
             serving: Some(serving),
             handle,
-            state,
-            state_error,
+            life,
             reader,
             loader,
             slot,
@@ -234,6 +231,16 @@ impl Harness {
 
     pub fn http_url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
+    }
+
+    /// Moves the fake daemon to `state`.
+    pub fn set_state(&self, state: DaemonState) {
+        self.life.send_modify(|s| s.state = state);
+    }
+
+    /// Publishes the fake daemon's permanent error.
+    pub fn set_error(&self, error: &str) {
+        self.life.send_modify(|s| s.error = Some(error.into()));
     }
 
     pub fn requests(&self) -> Vec<ControlRequest> {

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod control;
 pub mod e2e;
 
 use dbmazz::connectors::sources::postgres::conninfo::PgConnInfo;

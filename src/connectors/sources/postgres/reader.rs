@@ -229,6 +229,7 @@ impl Reader {
             s.connected = true;
             s.protocol_version = proto;
             s.received_lsn = s.received_lsn.max(resume);
+            s.pending_batch = false;
             s.last_error = None;
         });
 
@@ -298,6 +299,10 @@ impl Reader {
                     if let Some(p) = pending.take() {
                         permit.send(p);
                         last_commit = pending_commit;
+                        self.status.send_modify(|s| {
+                            s.pending_batch = false;
+                            s.last_commit_end = last_commit;
+                        });
                     }
                 }
                 msg = conn.next_message(), if reading => {
