@@ -125,7 +125,6 @@ async fn a_start_without_postgresql_waits_for_it() {
 /// (b) `pg_ctl restart -m fast` under a running daemon with traffic: the daemon keeps
 /// running, every row arrives, and a column added right after the restart loads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs source+sink fixes: at a fast shutdown the server ends the replication stream (CommandComplete) and the reader stops on it as a permanent protocol error"]
 async fn a_postgresql_restart_under_traffic_is_waited_out() {
     let mut e = E2e::start(SCHEMA, "items", TARGETS).await;
     let api = started(&mut e).await;

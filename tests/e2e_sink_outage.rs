@@ -140,7 +140,7 @@ async fn run_starts_while_starrocks_is_down_spools_and_loads_when_it_is_back() {
     assert!(e.sigterm().await.success());
     let log = std::fs::read_to_string(e.log_path()).unwrap();
     assert!(
-        log.contains("the StarRocks targets could not be checked at start"),
+        log.contains("StarRocks is not reachable at start"),
         "{}",
         e.log_tail()
     );
