@@ -414,3 +414,85 @@ async fn immediate_restart_is_reconnected_and_nothing_is_lost_or_repeated() {
 async fn a_server_down_for_seconds_is_waited_out() {
     restart_under_the_reader(Outage::Down(Duration::from_secs(4)), false).await;
 }
+
+/// With the sink down nothing is confirmed. A walsender at a fast shutdown waits until
+/// the client's reported flush position reaches what it sent; repeating the stale
+/// confirmed LSN in every status update held PostgreSQL's shutdown for as long as
+/// StarRocks was down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_shutdown_is_not_held_up_while_nothing_is_confirmed() {
+    let pg = PgCluster::start().unwrap();
+    pg.psql(
+        "postgres",
+        "CREATE TABLE items (id bigint PRIMARY KEY, pad text)",
+    )
+    .unwrap();
+    let cfg = source_config(&pg, false);
+    ensure(&cfg).await;
+    let mut opts = ReaderOptions::new(cfg.conn.clone(), &cfg.slot_name, &cfg.publication_name);
+    opts.status_interval = Duration::from_millis(500);
+    opts.retry = RetryPolicy::new(Duration::from_millis(100), Duration::from_secs(1));
+    let (tx, mut rx) = mpsc::channel(8);
+    let (reader, status) = Reader::new(opts, tx);
+    // The loader confirms nothing new: the confirmed LSN stays where the slot is.
+    let slot: Lsn = pg
+        .psql(
+            "postgres",
+            "SELECT confirmed_flush_lsn FROM pg_replication_slots",
+        )
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(slot > Lsn::ZERO);
+    let (_confirmed, confirmed_rx) = watch::channel(slot);
+    let (_paused, paused_rx) = watch::channel(false);
+    let (_shutdown, shutdown_rx) = watch::channel(false);
+    let reader_task = tokio::spawn(reader.run(
+        Lsn::ZERO,
+        ReaderControl {
+            confirmed: confirmed_rx,
+            paused: paused_rx,
+            shutdown: shutdown_rx,
+        },
+    ));
+    let received = Arc::new(AtomicI64::new(0));
+    let r2 = received.clone();
+    tokio::spawn(async move {
+        while let Some(b) = rx.recv().await {
+            let commits = b
+                .iter()
+                .filter(|e| matches!(e, ReaderEvent::Commit(_)))
+                .count();
+            r2.fetch_add(commits as i64, Ordering::SeqCst);
+        }
+    });
+    pg.psql(
+        "postgres",
+        "INSERT INTO items VALUES (1, 'a'); INSERT INTO items VALUES (2, 'b');",
+    )
+    .unwrap();
+    let got = eventually(Duration::from_secs(30), || {
+        (received.load(Ordering::SeqCst) >= 2).then_some(())
+    })
+    .await;
+    assert!(got.is_some(), "{:?}", status.borrow());
+    // A fast restart must finish although the client confirmed nothing.
+    let restart = tokio::task::spawn_blocking(move || {
+        let mut pg = pg;
+        pg.restart().unwrap();
+        pg
+    });
+    let pg = tokio::time::timeout(Duration::from_secs(60), restart)
+        .await
+        .expect("PostgreSQL's fast shutdown waited for the client to confirm")
+        .unwrap();
+    assert!(!reader_task.is_finished(), "{:?}", status.borrow());
+    // Nothing was confirmed: the slot still holds everything.
+    let flushed = pg
+        .psql(
+            "postgres",
+            "SELECT confirmed_flush_lsn < pg_current_wal_lsn() FROM pg_replication_slots",
+        )
+        .unwrap();
+    assert_eq!(flushed, "t");
+}

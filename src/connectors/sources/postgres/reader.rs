@@ -243,6 +243,8 @@ impl Reader {
         let mut confirmed_open = true;
         // The server's position from its last keepalive.
         let mut server_end = resume;
+        // The flush position this connection last carried (see `flush_field`).
+        let mut flush_sent = Lsn::ZERO;
         let mut paused_open = true;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -287,7 +289,8 @@ impl Reader {
                             s.last_commit_end = last_commit;
                         });
                         let flush = *control.confirmed.borrow();
-                        let _ = send_status(&mut conn, received, flush).await;
+                        let mut fresh = Lsn::ZERO;
+                        let _ = send_status(&mut conn, received, flush, &mut fresh).await;
                         let _ = conn.stop_replication().await;
                         conn.close().await;
                         info!("replication stopped");
@@ -332,7 +335,7 @@ impl Reader {
                                 if reply_requested {
                                     let idle = pending.is_none() && batch.is_empty() && decoder.state() == DecoderState::Idle;
                                     let flush = flush_to_report(*control.confirmed.borrow(), last_commit, idle, server_end);
-                                    send_status(&mut conn, received, flush).await.map_err(|e| fail(e, last_commit))?;
+                                    send_status(&mut conn, received, flush, &mut flush_sent).await.map_err(|e| fail(e, last_commit))?;
                                     last_status = Instant::now();
                                     self.status.send_modify(|s| {
                                         s.keepalive_replies += 1;
@@ -373,7 +376,7 @@ impl Reader {
                     let idle = pending.is_none() && batch.is_empty() && decoder.state() == DecoderState::Idle;
                     let flush = flush_to_report(*control.confirmed.borrow(), last_commit, idle, server_end);
                     if flush > self.status.borrow().reported_flush_lsn {
-                        send_status(&mut conn, received, flush).await.map_err(|e| fail(e, last_commit))?;
+                        send_status(&mut conn, received, flush, &mut flush_sent).await.map_err(|e| fail(e, last_commit))?;
                         last_status = Instant::now();
                         self.status.send_modify(|s| { s.status_updates += 1; s.reported_flush_lsn = flush; });
                     }
@@ -388,7 +391,7 @@ impl Reader {
                     if last_status.elapsed() >= every {
                         let idle = pending.is_none() && batch.is_empty() && decoder.state() == DecoderState::Idle;
                         let flush = flush_to_report(*control.confirmed.borrow(), last_commit, idle, server_end);
-                        send_status(&mut conn, received, flush).await.map_err(|e| fail(e, last_commit))?;
+                        send_status(&mut conn, received, flush, &mut flush_sent).await.map_err(|e| fail(e, last_commit))?;
                         last_status = Instant::now();
                         self.status.send_modify(|s| { s.status_updates += 1; s.reported_flush_lsn = flush; });
                     }
@@ -411,13 +414,33 @@ fn flush_to_report(confirmed: Lsn, last_commit: Lsn, idle: bool, server_end: Lsn
     }
 }
 
-/// Sends a standby status update (write = received, flush/apply = `flush`).
+/// What a status update carries as flush/apply: `flush` when it is news (beyond what
+/// this connection last carried), else nothing (`0/0`, "no flush information").
+///
+/// A walsender at a fast shutdown waits until the client's flush position reaches what
+/// it sent, or, when the client reports none, its write position. With the sink down the
+/// confirmed LSN does not move, so repeating it would hold a PostgreSQL shutdown until
+/// StarRocks is back; PostgreSQL ignores an invalid flush position for the slot (it
+/// never moves the slot back), and `write` = received still tells it what arrived.
+fn flush_field(flush: Lsn, sent: &mut Lsn) -> Lsn {
+    if flush > *sent {
+        *sent = flush;
+        flush
+    } else {
+        Lsn::ZERO
+    }
+}
+
+/// Sends a standby status update (write = received, flush/apply = `flush` when it is
+/// news, see [`flush_field`]).
 async fn send_status(
     conn: &mut ReplicationConnection,
     received: Lsn,
     flush: Lsn,
+    sent: &mut Lsn,
 ) -> Result<(), SourceError> {
-    conn.send_status(received, flush, false).await?;
+    conn.send_status(received, flush_field(flush, sent), false)
+        .await?;
     crate::failpoints::crash(crate::failpoints::READER_AFTER_STATUS);
     Ok(())
 }
@@ -433,6 +456,20 @@ fn stream_ended(conn: &ReplicationConnection) -> SourceError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flush_is_sent_only_when_it_moved() {
+        let mut sent = Lsn::ZERO;
+        assert_eq!(flush_field(Lsn(100), &mut sent), Lsn(100));
+        assert_eq!(flush_field(Lsn(100), &mut sent), Lsn::ZERO, "repeated");
+        assert_eq!(
+            flush_field(Lsn(90), &mut sent),
+            Lsn::ZERO,
+            "never backwards"
+        );
+        assert_eq!(flush_field(Lsn(150), &mut sent), Lsn(150));
+        assert_eq!(sent, Lsn(150));
+    }
 
     #[test]
     fn flush_follows_the_server_only_when_idle_and_everything_is_confirmed() {
