@@ -1,11 +1,13 @@
 //! The durable spool between the reader and the loader (sled). See docs/spool.md.
 //!
 //! Owns invariants 3 (durable before visible: the loader never reads past the durable
-//! mark, which only lands on commits after a flush returned), 4 (whole transactions;
-//! streamed ones visible at Stream Commit only), 8 (restart resumes at the durable mark;
-//! anything past it is discarded on open), 9 (corruption names the sequence) and 10
-//! (memory bounded: sled caches are capped, transactions are never held in memory).
-//! sled stays behind this module: no sled type appears in the public API.
+//! mark, which only lands on commits after the records and then the ledger were synced),
+//! 4 (whole transactions; streamed ones visible at Stream Commit only), 8 (restart
+//! resumes at the durable mark; anything past it is discarded on open), 9 (corruption
+//! names the sequence), 10 (memory bounded: sled caches are capped, transactions are
+//! never held in memory), 12 (the ledger records the source) and 13 (a full disk is
+//! waited out in-process). sled stays behind the storage seam (`storage`): no sled type
+//! appears in the public API.
 
 mod error;
 pub mod identity;
@@ -27,7 +29,7 @@ use tracing::{info, warn};
 
 pub use error::{Result, SpoolError};
 pub use identity::{
-    check_source, RefusedSpool, SlotFinding, SourceDecision, SourceIdentity, SpoolPosition,
+    check_source, Gap, RefusedSpool, SlotFinding, SourceDecision, SourceIdentity, SpoolPosition,
 };
 pub use meta::{Counters, DurableMark, LoadedMark, PendingTxn};
 pub use record::{frame, unframe, CommitRecord, SpoolRecord, StreamEntry, FORMAT_VERSION};
