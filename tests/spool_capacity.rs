@@ -28,6 +28,7 @@ async fn the_writer_pauses_when_full_and_resumes_after_loading() {
         max_txns: 2,
         max_bytes: 1 << 20,
         max_delay: Duration::from_millis(10),
+        ..GroupCommit::default()
     };
     let (task, mut marks) = writer::spawn(spool.clone(), rx, gc);
     tx.send(vec![ReaderEvent::Relation(rel(1, 2))])
@@ -99,6 +100,7 @@ async fn group_commit_flushes_by_count_and_by_time() {
         max_txns: 1000,
         max_bytes: 1 << 30,
         max_delay: Duration::from_millis(30),
+        ..GroupCommit::default()
     };
     let (task, mut marks) = writer::spawn(spool.clone(), rx, gc);
     tx.send(vec![ReaderEvent::Relation(rel(1, 2))])

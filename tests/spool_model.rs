@@ -1,6 +1,8 @@
 //! Model-based test: random sequences of actions (transactions, streamed segments,
 //! commits, aborts, flushes, reads, mark_loaded, restarts, reopen) run against the real
-//! spool and a simple in-memory model, which must agree.
+//! spool and a simple in-memory model, which must agree. A second run puts the spool on
+//! the simulated store and adds power losses (every unsynced write lost, or a prefix of
+//! them kept): the model must not tell them from a clean reopen.
 
 #[path = "spool/common.rs"]
 mod common;
@@ -9,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::*;
 use dbmazz::core::*;
-use dbmazz::spool::Spool;
+use dbmazz::spool::storage::{PowerLoss, SimStore};
+use dbmazz::spool::{Spool, SpoolOptions};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -25,6 +28,7 @@ enum Action {
     MarkLoaded { pick: usize },
     Restart,
     Reopen,
+    PowerLoss { keep: Option<u64> },
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -41,6 +45,20 @@ fn action() -> impl Strategy<Value = Action> {
         1 => Just(Action::Restart),
         1 => Just(Action::Reopen),
     ]
+}
+
+fn action_with_power_loss() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        12 => action(),
+        1 => proptest::option::of(any::<u64>()).prop_map(|keep| Action::PowerLoss { keep }),
+    ]
+}
+
+fn model_opts() -> SpoolOptions {
+    SpoolOptions {
+        segment_bytes: 2048,
+        ..small_opts()
+    }
 }
 
 /// A committed transaction as the loader must see it.
@@ -68,6 +86,8 @@ struct Model {
 
 struct World {
     dir: tempfile::TempDir,
+    /// The spool lives on the simulated store (else on sled in `dir`).
+    sim: Option<SimStore>,
     spool: Option<Spool>,
     model: Model,
     lsn: u64,
@@ -76,6 +96,12 @@ struct World {
 }
 
 impl World {
+    fn open(&self) -> Spool {
+        match &self.sim {
+            Some(sim) => open_sim(sim, model_opts()),
+            None => Spool::open(self.dir.path(), model_opts()).unwrap(),
+        }
+    }
     fn spool(&self) -> &Spool {
         self.spool.as_ref().unwrap()
     }
@@ -252,10 +278,16 @@ impl World {
                 self.model.open = None;
                 self.model.streams.clear();
             }
-            Action::Reopen => {
+            Action::Reopen | Action::PowerLoss { .. } => {
                 drop(s);
                 self.spool = None;
-                self.spool = Some(Spool::open(self.dir.path(), small_opts()).unwrap());
+                if let (Action::PowerLoss { keep }, Some(sim)) = (a, &self.sim) {
+                    sim.power_loss(match keep {
+                        None => PowerLoss::LoseUnsynced,
+                        Some(seed) => PowerLoss::KeepPrefix(*seed),
+                    });
+                }
+                self.spool = Some(self.open());
                 self.model.open = None;
                 self.model.streams.clear();
                 self.model.unflushed.clear();
@@ -321,27 +353,40 @@ impl World {
     }
 }
 
+fn run(actions: &[Action], sim: Option<SimStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = World {
+        dir,
+        sim,
+        spool: None,
+        model: Model::default(),
+        lsn: 0,
+        xid: 0,
+        ncols: [(1, 2), (2, 2)].into_iter().collect(),
+    };
+    let spool = w.open();
+    spool.append(&ReaderEvent::Relation(rel(1, 2))).unwrap();
+    spool.append(&ReaderEvent::Relation(rel(2, 2))).unwrap();
+    w.spool = Some(spool);
+    for a in actions {
+        w.apply(a);
+    }
+    w.apply(&Action::Flush);
+    w.check();
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 200, ..ProptestConfig::default() })]
 
     #[test]
     fn the_spool_agrees_with_the_model(actions in proptest::collection::vec(action(), 1..40)) {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path(), dbmazz::spool::SpoolOptions { segment_bytes: 2048, ..small_opts() }).unwrap();
-        spool.append(&ReaderEvent::Relation(rel(1, 2))).unwrap();
-        spool.append(&ReaderEvent::Relation(rel(2, 2))).unwrap();
-        let mut w = World {
-            dir,
-            spool: Some(spool),
-            model: Model::default(),
-            lsn: 0,
-            xid: 0,
-            ncols: [(1, 2), (2, 2)].into_iter().collect(),
-        };
-        for a in &actions {
-            w.apply(a);
-        }
-        w.apply(&Action::Flush);
-        w.check();
+        run(&actions, None);
+    }
+
+    #[test]
+    fn power_losses_are_clean_reopens_to_the_model(
+        actions in proptest::collection::vec(action_with_power_loss(), 1..60)
+    ) {
+        run(&actions, Some(SimStore::new()));
     }
 }

@@ -5,6 +5,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use super::storage::StoreError;
+
 /// Everything that can go wrong in the spool.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -70,23 +72,17 @@ impl SpoolError {
         }
     }
 
-    pub(crate) fn sled(context: impl Into<String>, e: sled::Error) -> Self {
+    /// A storage failure, with what the spool was doing.
+    pub(crate) fn store(context: impl Into<String>, e: StoreError) -> Self {
         let context = context.into();
         match e {
-            sled::Error::Io(source) => {
-                if is_enospc(&source) {
-                    SpoolError::DiskFull { context, source }
-                } else {
-                    SpoolError::Storage {
-                        context,
-                        message: source.to_string(),
-                    }
-                }
-            }
-            other => SpoolError::Storage {
-                context,
-                message: other.to_string(),
+            StoreError::DiskFull(source) => SpoolError::DiskFull { context, source },
+            StoreError::Locked { path } => SpoolError::Locked {
+                // Every database lives directly in the spool directory.
+                dir: path.parent().map(|p| p.to_path_buf()).unwrap_or(path),
             },
+            StoreError::Io(source) => SpoolError::Io { context, source },
+            StoreError::Other(message) => SpoolError::Storage { context, message },
         }
     }
 }
@@ -108,9 +104,9 @@ mod tests {
     fn enospc_is_disk_full_not_corruption() {
         let e = SpoolError::io("appending", io::Error::from_raw_os_error(libc::ENOSPC));
         assert!(e.is_disk_full());
-        let e = SpoolError::sled(
+        let e = SpoolError::store(
             "flushing",
-            sled::Error::Io(io::Error::from_raw_os_error(libc::ENOSPC)),
+            StoreError::from_io(io::Error::from_raw_os_error(libc::ENOSPC)),
         );
         assert!(e.is_disk_full());
         let e = SpoolError::io("reading", io::Error::from_raw_os_error(libc::EIO));

@@ -123,7 +123,11 @@ impl Spool {
                 }
             };
             let start = expected.max(first);
-            for kv in seg.log.range(seq_key(start)..=seq_key(durable)) {
+            let (lo, hi) = (seq_key(start), seq_key(durable));
+            for kv in seg.log.range(
+                std::ops::Bound::Included(&lo[..]),
+                std::ops::Bound::Included(&hi[..]),
+            ) {
                 let (k, v) = match kv {
                     Ok(kv) => kv,
                     Err(e) => {
@@ -186,8 +190,8 @@ impl Spool {
                                 ),
                             );
                         }
-                        match seg.txns.get(seq_key(seq)) {
-                            Ok(Some(iv)) if iv.as_ref() == v.as_ref() => {}
+                        match seg.txns.get(&seq_key(seq)) {
+                            Ok(Some(iv)) if iv == v => {}
                             Ok(_) => problem(
                                 &mut rep,
                                 seq,

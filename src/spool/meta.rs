@@ -1,20 +1,30 @@
-//! The ledger: the spool's durable bookkeeping in its own sled database (`<dir>/meta`):
+//! The ledger: the spool's durable bookkeeping in its own database (`<dir>/meta`):
 //! format version, spool id, durable high-water mark, loaded mark, confirmed LSN, pending
-//! counters and the relation (schema) versions still needed. Keeps invariants 3 and 8:
-//! the durable mark is written only after the records it covers were flushed, and it
-//! survives even when everything is loaded, so a restart knows where to resume.
+//! counters, the relation (schema) versions still needed, the source identity and the
+//! loader's journal. Keeps invariants 3, 8 and 12: the durable mark is written only after
+//! the records it covers were synced, every state change is one atomic batch synced
+//! before it is published, and the marks survive even when everything is loaded.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use super::error::{Result, SpoolError};
+use super::lock;
 use super::record::{frame, unframe};
+use super::storage::{Database, Store, StoreResult, Tree, WriteBatch, DEFAULT_TREE};
 use crate::core::{CommitInfo, Lsn, PgTimestamp, Relation, RelationId};
 
 pub(crate) const KEY_FORMAT: &[u8] = b"format_version";
 pub(crate) const KEY_STATE: &[u8] = b"state";
 pub(crate) const REL_PREFIX: &[u8] = b"rel/";
+/// The source this spool belongs to (framed `identity::SourceIdentity`).
+pub(crate) const KEY_SOURCE: &[u8] = b"source";
+/// The loader's journal (framed opaque bytes).
+pub(crate) const KEY_JOURNAL: &[u8] = b"loader_journal";
 
 /// The last durable commit: what the loader may read up to, and where replication resumes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,56 +134,127 @@ pub(crate) fn parse_rel_key(k: &[u8]) -> Option<(RelationId, u32)> {
     Some((id, v))
 }
 
-fn meta_corrupt(key: &str, e: SpoolError) -> SpoolError {
+pub(crate) fn meta_corrupt(key: &str, e: SpoolError) -> SpoolError {
     SpoolError::CorruptMeta {
         key: key.to_string(),
         reason: e.to_string(),
     }
 }
 
-/// The meta database.
+/// The meta database. A write error (a full disk: the engine's handle then keeps
+/// failing) poisons the handle; `reopen` replaces it.
 pub(crate) struct Ledger {
-    db: sled::Db,
+    store: Arc<dyn Store>,
+    path: PathBuf,
+    handle: Mutex<Option<LedgerDb>>,
+    poisoned: AtomicBool,
+}
+
+struct LedgerDb {
+    tree: Box<dyn Tree>,
+    // Declared last: the tree is dropped before the database.
+    db: Box<dyn Database>,
+}
+
+fn open_ledger_db(store: &dyn Store, path: &Path) -> Result<LedgerDb> {
+    let db = store.open(path, 1 << 20).map_err(|e| {
+        SpoolError::store(format!("opening the spool ledger {}", path.display()), e)
+    })?;
+    let tree = db
+        .tree(DEFAULT_TREE)
+        .map_err(|e| SpoolError::store("opening the spool ledger", e))?;
+    Ok(LedgerDb { tree, db })
 }
 
 impl Ledger {
-    pub(crate) fn new(db: sled::Db) -> Self {
-        Ledger { db }
+    pub(crate) fn open(store: Arc<dyn Store>, path: PathBuf) -> Result<Self> {
+        let db = open_ledger_db(store.as_ref(), &path)?;
+        Ok(Ledger {
+            store,
+            path,
+            handle: Mutex::new(Some(db)),
+            poisoned: AtomicBool::new(false),
+        })
     }
 
-    pub(crate) fn db(&self) -> &sled::Db {
-        &self.db
+    /// A write failed: the handle must be reopened before the next write.
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Replaces the handle, stores `relations` again (relation versions written since
+    /// the last sync may be lost with the old handle) and syncs.
+    pub(crate) fn reopen(&self, relations: &BTreeMap<(RelationId, u32), Relation>) -> Result<()> {
+        let mut h = lock(&self.handle);
+        *h = None;
+        let db = open_ledger_db(self.store.as_ref(), &self.path)?;
+        let mut batch = WriteBatch::new();
+        for ((id, v), rel) in relations {
+            batch.insert(rel_key(*id, *v), frame(rel)?);
+        }
+        if !batch.is_empty() {
+            db.tree
+                .apply_batch(&batch)
+                .map_err(|e| SpoolError::store("storing relation versions again", e))?;
+        }
+        db.db
+            .sync()
+            .map_err(|e| SpoolError::store("syncing the spool ledger", e))?;
+        *h = Some(db);
+        self.poisoned.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    fn read<T>(&self, what: &str, f: impl FnOnce(&dyn Tree) -> StoreResult<T>) -> Result<T> {
+        let h = lock(&self.handle);
+        let db = h.as_ref().ok_or_else(|| closed(what))?;
+        f(db.tree.as_ref()).map_err(|e| SpoolError::store(what, e))
+    }
+
+    /// A write, then (with `sync`) a sync of the whole ledger. Any failure poisons it.
+    fn write(
+        &self,
+        what: &str,
+        sync: bool,
+        f: impl FnOnce(&dyn Tree) -> StoreResult<()>,
+    ) -> Result<()> {
+        let h = lock(&self.handle);
+        let db = h.as_ref().ok_or_else(|| closed(what))?;
+        let r = f(db.tree.as_ref()).and_then(|()| if sync { db.db.sync() } else { Ok(()) });
+        r.map_err(|e| {
+            self.poisoned.store(true, Ordering::Release);
+            SpoolError::store(what, e)
+        })
     }
 
     pub(crate) fn format_version(&self) -> Result<Option<u32>> {
-        let v = self
-            .db
-            .get(KEY_FORMAT)
-            .map_err(|e| SpoolError::sled("reading the format version", e))?;
+        let v = self.read("reading the format version", |t| t.get(KEY_FORMAT))?;
         match v {
             None => Ok(None),
             Some(v) => {
-                let arr: [u8; 4] = v.as_ref().try_into().map_err(|_| SpoolError::CorruptMeta {
-                    key: "format_version".into(),
-                    reason: format!("{} bytes, expected 4", v.len()),
-                })?;
+                let arr: [u8; 4] =
+                    v.as_slice()
+                        .try_into()
+                        .map_err(|_| SpoolError::CorruptMeta {
+                            key: "format_version".into(),
+                            reason: format!("{} bytes, expected 4", v.len()),
+                        })?;
                 Ok(Some(u32::from_be_bytes(arr)))
             }
         }
     }
 
+    /// Creates the ledger of a new spool (durable when it returns).
     pub(crate) fn init(&self, format: u32, state: &MetaState) -> Result<()> {
-        self.db
-            .insert(KEY_FORMAT, &format.to_be_bytes())
-            .map_err(|e| SpoolError::sled("creating the spool", e))?;
-        self.store_state(state)
+        let mut batch = WriteBatch::new();
+        batch.insert(KEY_FORMAT, format.to_be_bytes());
+        batch.insert(KEY_STATE, frame(state)?);
+        self.write("creating the spool", true, |t| t.apply_batch(&batch))
     }
 
     pub(crate) fn load_state(&self) -> Result<MetaState> {
         let v = self
-            .db
-            .get(KEY_STATE)
-            .map_err(|e| SpoolError::sled("reading the spool state", e))?
+            .read("reading the spool state", |t| t.get(KEY_STATE))?
             .ok_or_else(|| SpoolError::CorruptMeta {
                 key: "state".into(),
                 reason: "missing".into(),
@@ -181,38 +262,45 @@ impl Ledger {
         unframe(0, &v).map_err(|e| meta_corrupt("state", e))
     }
 
-    /// Writes and makes durable the state (one atomic insert, then a flush).
-    pub(crate) fn store_state(&self, state: &MetaState) -> Result<()> {
-        let v = frame(state)?;
-        self.db
-            .insert(KEY_STATE, v)
-            .map_err(|e| SpoolError::sled("writing the spool state", e))?;
-        self.db
-            .flush()
-            .map_err(|e| SpoolError::sled("flushing the spool state", e))?;
-        Ok(())
+    /// Writes the state together with `extra` (one atomic batch) and syncs the ledger.
+    pub(crate) fn commit(&self, state: &MetaState, mut extra: WriteBatch) -> Result<()> {
+        extra.insert(KEY_STATE, frame(state)?);
+        self.write("writing the spool state", true, |t| t.apply_batch(&extra))
     }
 
-    /// Stores a relation version (not flushed: the next `store_state` flushes it, before
+    /// Writes `batch` atomically and syncs the ledger.
+    pub(crate) fn commit_batch(&self, what: &str, batch: &WriteBatch) -> Result<()> {
+        self.write(what, true, |t| t.apply_batch(batch))
+    }
+
+    /// A framed value of the ledger (`None` when missing).
+    pub(crate) fn get_framed<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+        name: &str,
+    ) -> Result<Option<T>> {
+        match self.read("reading the spool ledger", |t| t.get(key))? {
+            None => Ok(None),
+            Some(v) => unframe(0, &v).map(Some).map_err(|e| meta_corrupt(name, e)),
+        }
+    }
+
+    /// Stores a relation version (not synced: the next state commit syncs it, before
     /// any durable mark that covers records using it).
     pub(crate) fn put_relation(&self, version: u32, rel: &Relation) -> Result<()> {
-        self.db
-            .insert(rel_key(rel.id, version), frame(rel)?)
-            .map_err(|e| SpoolError::sled("storing a relation version", e))?;
-        Ok(())
-    }
-
-    pub(crate) fn remove_relation(&self, id: RelationId, version: u32) -> Result<()> {
-        self.db
-            .remove(rel_key(id, version))
-            .map_err(|e| SpoolError::sled("removing a relation version", e))?;
-        Ok(())
+        let value = frame(rel)?;
+        let key = rel_key(rel.id, version);
+        self.write("storing a relation version", false, |t| {
+            t.insert(&key, &value)
+        })
     }
 
     pub(crate) fn relations(&self) -> Result<BTreeMap<(RelationId, u32), Relation>> {
+        let kvs: Vec<(Vec<u8>, Vec<u8>)> = self.read("reading relation versions", |t| {
+            t.scan_prefix(REL_PREFIX).collect::<StoreResult<Vec<_>>>()
+        })?;
         let mut out = BTreeMap::new();
-        for kv in self.db.scan_prefix(REL_PREFIX) {
-            let (k, v) = kv.map_err(|e| SpoolError::sled("reading relation versions", e))?;
+        for (k, v) in kvs {
             let (id, ver) = parse_rel_key(&k).ok_or_else(|| SpoolError::CorruptMeta {
                 key: String::from_utf8_lossy(&k).into_owned(),
                 reason: "bad relation key".into(),
@@ -222,5 +310,14 @@ impl Ledger {
             out.insert((id, ver), rel);
         }
         Ok(out)
+    }
+}
+
+fn closed(what: &str) -> SpoolError {
+    SpoolError::Storage {
+        context: what.to_string(),
+        message: "the ledger is closed after an earlier storage error; it is reopened \
+                  before the next write"
+            .into(),
     }
 }

@@ -1,31 +1,36 @@
 //! The durable spool between the reader and the loader (sled). See docs/spool.md.
 //!
 //! Owns invariants 3 (durable before visible: the loader never reads past the durable
-//! mark, which only lands on commits after a flush returned), 4 (whole transactions;
-//! streamed ones visible at Stream Commit only), 8 (restart resumes at the durable mark;
-//! anything past it is discarded on open), 9 (corruption names the sequence) and 10
-//! (memory bounded: sled caches are capped, transactions are never held in memory).
-//! sled stays behind this module: no sled type appears in the public API.
+//! mark, which only lands on commits after the records and then the ledger were synced),
+//! 4 (whole transactions; streamed ones visible at Stream Commit only), 8 (restart
+//! resumes at the durable mark; anything past it is discarded on open), 9 (corruption
+//! names the sequence), 10 (memory bounded: sled caches are capped, transactions are
+//! never held in memory), 12 (the ledger records the source) and 13 (a full disk is
+//! waited out in-process). sled stays behind the storage seam (`storage`): no sled type
+//! appears in the public API.
 
 mod error;
+pub mod identity;
 pub mod inspect;
-mod journal_stub;
 mod meta;
 mod reader;
 mod record;
 mod segment;
 mod stats;
+pub mod storage;
 mod stream;
 pub mod writer;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tracing::{info, warn};
 
 pub use error::{Result, SpoolError};
+pub use identity::{
+    check_source, Gap, RefusedSpool, SlotFinding, SourceDecision, SourceIdentity, SpoolPosition,
+};
 pub use meta::{Counters, DurableMark, LoadedMark, PendingTxn};
 pub use record::{frame, unframe, CommitRecord, SpoolRecord, StreamEntry, FORMAT_VERSION};
 pub use segment::dir_bytes;
@@ -35,7 +40,8 @@ pub use writer::GroupCommit;
 use crate::core::{Relation, RelationId};
 use meta::{Ledger, MetaState};
 use segment::Segment;
-use stream::StreamStore;
+use storage::{SledStore, Store};
+use stream::{StreamSnapshot, StreamStore};
 
 /// Default `SPOOL_MAX_BYTES`: 10 GiB.
 pub const DEFAULT_MAX_BYTES: u64 = 10 << 30;
@@ -76,8 +82,10 @@ pub struct Spool {
 struct Inner {
     dir: PathBuf,
     opts: SpoolOptions,
+    store: Arc<dyn Store>,
     ledger: Ledger,
-    /// Serialises "build the new state, store it, flush it" (flush and mark_loaded).
+    /// Serialises every ledger write: "build the new state, store it, sync it" (flush,
+    /// mark_loaded, identity, journal), relation versions, and reopening the ledger.
     meta_lock: Mutex<()>,
     shared: Mutex<Shared>,
     writer: Mutex<WriterState>,
@@ -106,8 +114,15 @@ struct Shared {
     stream_txns: usize,
     use_clock: u64,
     disk_bytes: Option<(std::time::Instant, u64)>,
+    /// The source this spool belongs to, as stored in the ledger.
+    source: Option<SourceIdentity>,
+    /// The loader's journal, as stored in the ledger.
+    journal: Option<Vec<u8>>,
+    /// The writer hit a full disk and has not recovered yet.
+    disk_full: bool,
 }
 
+#[derive(Clone)]
 struct OpenTxn {
     first_seq: u64,
     changes: u64,
@@ -122,7 +137,26 @@ struct PendingFlush {
     dirty: Vec<Arc<Segment>>,
 }
 
+/// The writer's state at its last checkpoint (the end of its last successful flush):
+/// after a storage error the spool rolls back to it, and the caller appends again every
+/// event it appended since (see `Spool::recover_writer`).
+#[derive(Clone)]
+struct Checkpoint {
+    next_seq: u64,
+    last_commit_seq: u64,
+    /// First sequence of the writer's segment.
+    current: Option<u64>,
+    current_bytes: u64,
+    txn: Option<OpenTxn>,
+    in_stream: Option<crate::core::Xid>,
+    streams: StreamSnapshot,
+    unflushed_bytes: u64,
+}
+
 struct WriterState {
+    /// Something was appended since the last checkpoint.
+    touched: bool,
+    checkpoint: Checkpoint,
     next_seq: u64,
     /// Sequence of the last commit record written (durable or not).
     last_commit_seq: u64,
@@ -146,12 +180,21 @@ impl Spool {
     /// mark (an unfinished transaction, in-progress streamed transactions, unflushed
     /// commits) is discarded: PostgreSQL sends it again from the durable mark's end LSN.
     pub fn open(dir: impl AsRef<Path>, opts: SpoolOptions) -> Result<Spool> {
+        Self::open_with_store(Arc::new(SledStore), dir, opts)
+    }
+
+    /// [`Spool::open`] on another storage (tests use `storage::SimStore`).
+    pub fn open_with_store(
+        store: Arc<dyn Store>,
+        dir: impl AsRef<Path>,
+        opts: SpoolOptions,
+    ) -> Result<Spool> {
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir)
-            .map_err(|e| SpoolError::io(format!("creating {}", dir.display()), e))?;
-        let meta_db = segment::open_db(&dir.join("meta"), 1 << 20, &dir)?;
-        let ledger = Ledger::new(meta_db);
-        let segs = segment::list(&dir)?;
+        store
+            .create_dir_all(&dir)
+            .map_err(|e| SpoolError::store(format!("creating {}", dir.display()), e))?;
+        let ledger = Ledger::open(store.clone(), dir.join("meta"))?;
+        let segs = segment::list(store.as_ref(), &dir)?;
         let state = match ledger.format_version()? {
             None => {
                 if !segs.is_empty() {
@@ -165,7 +208,6 @@ impl Spool {
                     ..MetaState::default()
                 };
                 ledger.init(FORMAT_VERSION, &state)?;
-                segment::sync_dir(&dir)?;
                 info!(spool_id = %format!("{:016x}", state.spool_id), dir = %dir.display(), "created a new spool");
                 state
             }
@@ -179,62 +221,21 @@ impl Spool {
             Some(_) => ledger.load_state()?,
         };
         let relations = ledger.relations()?;
+        let source: Option<SourceIdentity> = ledger.get_framed(meta::KEY_SOURCE, "source")?;
+        let journal: Option<Vec<u8>> = ledger.get_framed(meta::KEY_JOURNAL, "loader_journal")?;
         let mut latest: HashMap<RelationId, u32> = HashMap::new();
         for (id, v) in relations.keys() {
             let e = latest.entry(*id).or_default();
             *e = (*e).max(*v);
         }
         let seg_cache = (opts.cache_capacity / 4).max(1 << 20);
-        let streams = StreamStore::open(&dir, seg_cache)?;
+        let streams = StreamStore::open(store.clone(), &dir, seg_cache)?;
 
         // Recovery: drop segments past the durable mark and fully loaded ones; cut the
         // tail of the last one back to the durable mark.
         let durable = state.durable.seq;
         let loaded = state.loaded.seq;
-        let mut kept: Vec<(u64, PathBuf)> = Vec::new();
-        for (first, path) in segs {
-            if first > durable {
-                warn!(
-                    first_seq = first,
-                    "discarding a log segment past the durable mark"
-                );
-                segment::remove(&dir, &path)?;
-            } else {
-                kept.push((first, path));
-            }
-        }
-        let mut segments = BTreeMap::new();
-        let n = kept.len();
-        for (i, (first, path)) in kept.iter().enumerate() {
-            let last_seq = if i + 1 < n {
-                kept[i + 1].0 - 1
-            } else {
-                let seg = Segment::open(&dir, *first, seg_cache)?;
-                let removed = seg.truncate_after(durable)?;
-                if removed > 0 {
-                    warn!(
-                        entries = removed,
-                        durable_seq = durable,
-                        "discarded log entries past the durable mark"
-                    );
-                    seg.flush()?;
-                }
-                seg.last_seq()?.unwrap_or(0)
-            };
-            if last_seq <= loaded && i + 1 < n {
-                segment::remove(&dir, path)?;
-                continue;
-            }
-            segments.insert(
-                *first,
-                SegSlot {
-                    path: path.clone(),
-                    last_seq,
-                    open: None,
-                    last_use: 0,
-                },
-            );
-        }
+        let segments = rebuild_segments(store.as_ref(), &dir, seg_cache, durable, loaded)?;
         if durable > loaded {
             let covered = segments
                 .range(..=loaded + 1)
@@ -266,8 +267,23 @@ impl Spool {
             stream_txns: 0,
             use_clock: 0,
             disk_bytes: None,
+            source,
+            journal,
+            disk_full: false,
+        };
+        let checkpoint = Checkpoint {
+            next_seq: durable + 1,
+            last_commit_seq: durable,
+            current: None,
+            current_bytes: 0,
+            txn: None,
+            in_stream: None,
+            streams: streams.snapshot(),
+            unflushed_bytes: 0,
         };
         let writer = WriterState {
+            touched: false,
+            checkpoint,
             next_seq: durable + 1,
             last_commit_seq: durable,
             current: None,
@@ -281,6 +297,7 @@ impl Spool {
             inner: Arc::new(Inner {
                 dir,
                 opts,
+                store,
                 ledger,
                 meta_lock: Mutex::new(()),
                 shared: Mutex::new(shared),
@@ -312,6 +329,18 @@ impl Spool {
         lock(&self.inner.shared).state.loaded
     }
 
+    /// Reopens the ledger if a write failed on it (the engine's handle may keep failing,
+    /// as sled does after ENOSPC). The caller holds `meta_lock`.
+    fn heal_ledger_locked(&self) -> Result<()> {
+        if !self.inner.ledger.is_poisoned() {
+            return Ok(());
+        }
+        let relations = lock(&self.inner.shared).relations.clone();
+        self.inner.ledger.reopen(&relations)?;
+        info!("spool ledger reopened after a storage error");
+        Ok(())
+    }
+
     fn seg_cache(&self) -> u64 {
         (self.inner.opts.cache_capacity / 4).max(1 << 20)
     }
@@ -332,7 +361,12 @@ impl Spool {
         if let Some(s) = &slot.open {
             return Ok(s.clone());
         }
-        let seg = Arc::new(Segment::open(&self.inner.dir, first, self.seg_cache())?);
+        let seg = Arc::new(Segment::open(
+            self.inner.store.as_ref(),
+            &self.inner.dir,
+            first,
+            self.seg_cache(),
+        )?);
         slot.open = Some(seg.clone());
         // Close the least recently used segments nobody else holds.
         let mut open: Vec<(u64, u64)> = sh
@@ -362,4 +396,60 @@ impl Spool {
             .filter(|(_, s)| s.last_seq >= seq)
             .map(|(f, _)| *f)
     }
+}
+
+/// The log segments as storage holds them, for a writer that resumes after `keep_up_to`:
+/// segments starting past it are removed, the last one is cut back to it (and synced),
+/// fully loaded ones before the last are removed.
+fn rebuild_segments(
+    store: &dyn Store,
+    dir: &Path,
+    seg_cache: u64,
+    keep_up_to: u64,
+    loaded: u64,
+) -> Result<BTreeMap<u64, SegSlot>> {
+    let mut kept: Vec<(u64, PathBuf)> = Vec::new();
+    for (first, path) in segment::list(store, dir)? {
+        if first > keep_up_to {
+            warn!(
+                first_seq = first,
+                keep_up_to, "discarding a log segment past the durable mark"
+            );
+            segment::remove(store, &path)?;
+        } else {
+            kept.push((first, path));
+        }
+    }
+    let mut segments = BTreeMap::new();
+    let n = kept.len();
+    for (i, (first, path)) in kept.iter().enumerate() {
+        let last_seq = if i + 1 < n {
+            kept[i + 1].0 - 1
+        } else {
+            let seg = Segment::open(store, dir, *first, seg_cache)?;
+            let removed = seg.truncate_after(keep_up_to)?;
+            if removed > 0 {
+                warn!(
+                    entries = removed,
+                    keep_up_to, "discarded log entries past the durable mark"
+                );
+                seg.sync()?;
+            }
+            seg.last_seq()?.unwrap_or(0)
+        };
+        if last_seq <= loaded && i + 1 < n {
+            segment::remove(store, path)?;
+            continue;
+        }
+        segments.insert(
+            *first,
+            SegSlot {
+                path: path.clone(),
+                last_seq,
+                open: None,
+                last_use: 0,
+            },
+        );
+    }
+    Ok(segments)
 }

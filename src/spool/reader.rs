@@ -4,8 +4,12 @@
 //! before anything is deleted) and 9 (a missing, mismatching or undecodable record is an
 //! error naming its sequence).
 
+use std::ops::Bound;
+
 use super::error::{Result, SpoolError};
-use super::record::{key_seq, seq_key, unframe, CommitRecord, SpoolRecord};
+use super::meta::{rel_key, KEY_JOURNAL};
+use super::record::{frame, key_seq, seq_key, unframe, CommitRecord, SpoolRecord};
+use super::storage::WriteBatch;
 use super::{lock, Spool};
 use crate::core::{Lsn, Relation, RelationId};
 
@@ -37,7 +41,11 @@ impl Spool {
             })?;
             let seg = self.segment(first)?;
             let mut progressed = false;
-            for kv in seg.log.range(seq_key(next)..=seq_key(end)) {
+            let (from, to) = (seq_key(next), seq_key(end));
+            for kv in seg
+                .log
+                .range(Bound::Included(&from[..]), Bound::Included(&to[..]))
+            {
                 let (k, v) = kv.map_err(|e| SpoolError::Corrupt {
                     seq: next,
                     reason: format!("storage error reading the record: {e}"),
@@ -118,8 +126,12 @@ impl Spool {
         };
         for first in firsts {
             let seg = self.segment(first)?;
-            for kv in seg.txns.range(seq_key(after + 1)..=seq_key(to)) {
-                let (k, v) = kv.map_err(|e| SpoolError::sled("reading the commit index", e))?;
+            let (lo, hi) = (seq_key(after + 1), seq_key(to));
+            for kv in seg
+                .txns
+                .range(Bound::Included(&lo[..]), Bound::Included(&hi[..]))
+            {
+                let (k, v) = kv.map_err(|e| SpoolError::store("reading the commit index", e))?;
                 let seq = key_seq(&k)?;
                 match unframe::<SpoolRecord>(seq, &v)? {
                     SpoolRecord::Commit(c) => {
@@ -141,8 +153,47 @@ impl Spool {
 
     /// Records that everything up to `up_to_seq` (a durable commit record) is loaded and
     /// that `confirmed_lsn` may be confirmed to PostgreSQL. Durable when it returns; then
-    /// fully loaded segments are deleted so disk space comes back.
+    /// fully loaded segments are deleted so disk space comes back. The loader journal is
+    /// left as it is (see [`Spool::mark_loaded_with_journal`]).
     pub fn mark_loaded(&self, up_to_seq: u64, confirmed_lsn: Lsn) -> Result<()> {
+        self.mark_loaded_inner(up_to_seq, confirmed_lsn, None)
+    }
+
+    /// [`Spool::mark_loaded`] that also replaces the loader journal (`None` removes it),
+    /// in the same atomic ledger write: after a crash either both changed or neither.
+    pub fn mark_loaded_with_journal(
+        &self,
+        up_to_seq: u64,
+        confirmed_lsn: Lsn,
+        journal: Option<&[u8]>,
+    ) -> Result<()> {
+        self.mark_loaded_inner(up_to_seq, confirmed_lsn, Some(journal))
+    }
+
+    /// The loader's journal (an opaque blob the loader owns), as last stored.
+    pub fn loader_journal(&self) -> Option<Vec<u8>> {
+        lock(&self.inner.shared).journal.clone()
+    }
+
+    /// Replaces the loader journal (`None` removes it); durable (synced) when it returns.
+    pub fn set_loader_journal(&self, journal: Option<&[u8]>) -> Result<()> {
+        let _m = lock(&self.inner.meta_lock);
+        self.heal_ledger_locked()?;
+        let mut batch = WriteBatch::new();
+        journal_op(&mut batch, journal)?;
+        self.inner
+            .ledger
+            .commit_batch("writing the loader journal", &batch)?;
+        lock(&self.inner.shared).journal = journal.map(<[u8]>::to_vec);
+        Ok(())
+    }
+
+    fn mark_loaded_inner(
+        &self,
+        up_to_seq: u64,
+        confirmed_lsn: Lsn,
+        journal: Option<Option<&[u8]>>,
+    ) -> Result<()> {
         {
             let _m = lock(&self.inner.meta_lock);
             let mut st = lock(&self.inner.shared).state.clone();
@@ -205,19 +256,36 @@ impl Spool {
                 (doomed, sh.stream_txns > 0)
             };
             let doomed = if in_streams { Vec::new() } else { doomed };
+            let mut batch = WriteBatch::new();
             for k in &doomed {
                 st.rel_last_used.remove(k);
-                self.inner.ledger.remove_relation(k.0, k.1)?;
+                batch.remove(rel_key(k.0, k.1));
             }
-            self.inner.ledger.store_state(&st)?;
+            if let Some(j) = journal {
+                journal_op(&mut batch, j)?;
+            }
+            crate::failpoints::crash(crate::failpoints::SPOOL_MARK_LOADED);
+            self.heal_ledger_locked()?;
+            self.inner.ledger.commit(&st, batch)?;
             let mut sh = lock(&self.inner.shared);
             sh.state = st;
             for k in &doomed {
                 sh.relations.remove(k);
                 sh.rel_live.remove(k);
             }
+            if let Some(j) = journal {
+                sh.journal = j.map(<[u8]>::to_vec);
+            }
         }
         self.reclaim()?;
         self.retire_idle_segment()
     }
+}
+
+fn journal_op(batch: &mut WriteBatch, journal: Option<&[u8]>) -> Result<()> {
+    match journal {
+        Some(j) => batch.insert(KEY_JOURNAL, frame(&j)?),
+        None => batch.remove(KEY_JOURNAL),
+    }
+    Ok(())
 }

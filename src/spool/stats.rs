@@ -44,6 +44,8 @@ pub struct SpoolStats {
     pub disk_bytes: u64,
     pub max_bytes: u64,
     pub full: bool,
+    /// The writer hit a full disk (ENOSPC) and waits for space (it retries on its own).
+    pub disk_full: bool,
 }
 
 impl Spool {
@@ -80,7 +82,7 @@ impl Spool {
         let disk = match sh.disk_bytes {
             Some((t, b)) if now.duration_since(t).as_secs_f64() < 2.0 => b,
             _ => {
-                let b = super::segment::dir_bytes(&self.inner.dir);
+                let b = self.inner.store.disk_bytes(&self.inner.dir);
                 sh.disk_bytes = Some((now, b));
                 b
             }
@@ -129,6 +131,7 @@ impl Spool {
             disk_bytes: disk,
             max_bytes: self.inner.opts.max_bytes,
             full: used >= self.inner.opts.max_bytes,
+            disk_full: sh.disk_full,
         }
     }
 }

@@ -1,44 +1,60 @@
 //! The writer side: `append` every reader event in WAL order, `flush` to make what was
-//! appended durable (group commit), and the async writer task that does both by count,
-//! bytes and time bounds and stops consuming its channel while the spool is full.
+//! appended durable (group commit; also the writer's checkpoint), `recover_writer` to
+//! roll back to the checkpoint after a storage error, and the async writer task that does
+//! all three by count, bytes and time bounds, stops consuming its channel while the spool
+//! or the disk is full, and appends again what the checkpoint did not cover.
 //! Keeps invariants 3 (the durable mark moves only after the records it covers were
-//! flushed, and only onto a commit), 4 (transactions are contiguous runs ending with a
-//! commit record; streamed ones enter the log at Stream Commit) and 10.
+//! synced, and only onto a commit), 4 (transactions are contiguous runs ending with a
+//! commit record; streamed ones enter the log at Stream Commit), 10 and 13 (a full disk
+//! is waited out, in-process).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::error::{Result, SpoolError};
 use super::meta::DurableMark;
 use super::record::{frame, seq_key, CommitRecord, SpoolRecord, StreamEntry};
 use super::segment::Segment;
-use super::{lock, OpenTxn, SegSlot, Spool, WriterState};
+use super::storage::WriteBatch;
+use super::{lock, Checkpoint, OpenTxn, SegSlot, Spool, WriterState};
+use crate::core::retry::RetryPolicy;
 use crate::core::{Change, CommitInfo, ReaderEvent};
 
 impl Spool {
     /// Appends one reader event. Events must come in WAL order from one writer.
     ///
-    /// On error nothing of this event is visible and the event may be appended again
-    /// (the writer retries after `SpoolError::DiskFull`).
+    /// On a `Protocol` error nothing of this event is visible. After a storage error
+    /// (`DiskFull`), the storage handles may keep failing: call
+    /// [`Spool::recover_writer`], then append again every event since the last flush.
     pub fn append(&self, event: &ReaderEvent) -> Result<()> {
         let mut w = lock(&self.inner.writer);
         self.append_locked(&mut w, event)
+            .inspect_err(|e| self.note_error(e))
     }
 
     /// Appends a batch of events (same as `append` for each, under one lock).
     pub fn append_all(&self, events: &[ReaderEvent]) -> Result<()> {
         let mut w = lock(&self.inner.writer);
         for e in events {
-            self.append_locked(&mut w, e)?;
+            self.append_locked(&mut w, e)
+                .inspect_err(|e| self.note_error(e))?;
         }
         Ok(())
     }
 
+    /// A full disk shows in `stats().disk_full` until a flush succeeds again.
+    fn note_error(&self, e: &SpoolError) {
+        if e.is_disk_full() {
+            lock(&self.inner.shared).disk_full = true;
+        }
+    }
+
     fn append_locked(&self, w: &mut WriterState, event: &ReaderEvent) -> Result<()> {
+        w.touched = true;
         match event {
             ReaderEvent::Relation(rel) => self.put_relation(rel),
             ReaderEvent::Begin { xid, .. } => {
@@ -105,7 +121,7 @@ impl Spool {
             ReaderEvent::StreamCommit(info) => self.stream_commit(w, info),
             ReaderEvent::StreamAbort { xid, subxid } => {
                 if xid == subxid {
-                    w.streams.discard(*xid)?;
+                    w.streams.discard(*xid);
                 } else {
                     w.streams.abort_sub(*xid, *subxid);
                 }
@@ -119,7 +135,7 @@ impl Spool {
                 if w.txn.is_some() {
                     self.discard_open_txn(w)?;
                 }
-                w.streams.clear()?;
+                w.streams.clear();
                 w.in_stream = None;
                 let mut sh = lock(&self.inner.shared);
                 sh.stream_bytes = 0;
@@ -140,6 +156,7 @@ impl Spool {
 
     /// Stores `rel` as a new version when it differs from the latest one for its id.
     fn put_relation(&self, rel: &crate::core::Relation) -> Result<()> {
+        let _m = lock(&self.inner.meta_lock);
         let latest = {
             let sh = lock(&self.inner.shared);
             sh.latest
@@ -151,6 +168,7 @@ impl Spool {
             Some((v, false)) => v + 1,
             None => 1,
         };
+        self.heal_ledger_locked()?;
         self.inner.ledger.put_relation(version, rel)?;
         let mut sh = lock(&self.inner.shared);
         sh.relations.insert((rel.id, version), rel.clone());
@@ -177,7 +195,12 @@ impl Spool {
             Some(_) => w.current_bytes >= self.inner.opts.segment_bytes,
         };
         if roll {
-            let seg = Arc::new(Segment::open(&self.inner.dir, seq, self.seg_cache())?);
+            let seg = Arc::new(Segment::open(
+                self.inner.store.as_ref(),
+                &self.inner.dir,
+                seq,
+                self.seg_cache(),
+            )?);
             if let Some(old) = w.current.take() {
                 w.pending.dirty.push(old);
             }
@@ -207,13 +230,14 @@ impl Spool {
     fn write_record(&self, w: &mut WriterState, value: &[u8], commit: bool) -> Result<u64> {
         let seq = w.next_seq;
         let seg = self.segment_for_write(w, seq)?;
+        let key = seq_key(seq);
         seg.log
-            .insert(seq_key(seq), value)
-            .map_err(|e| SpoolError::sled(format!("appending record {seq}"), e))?;
+            .insert(&key, value)
+            .map_err(|e| SpoolError::store(format!("appending record {seq}"), e))?;
         if commit {
             seg.txns
-                .insert(seq_key(seq), value)
-                .map_err(|e| SpoolError::sled(format!("indexing commit {seq}"), e))?;
+                .insert(&key, value)
+                .map_err(|e| SpoolError::store(format!("indexing commit {seq}"), e))?;
         }
         w.next_seq += 1;
         w.current_bytes += value.len() as u64;
@@ -326,9 +350,7 @@ impl Spool {
             self.discard_open_txn(w)?;
             return Err(e);
         }
-        if let Err(e) = w.streams.discard(info.xid) {
-            warn!(xid = info.xid, error = %e, "could not drop a committed streamed transaction");
-        }
+        w.streams.discard(info.xid);
         let mut sh = lock(&self.inner.shared);
         sh.stream_bytes = w.streams.bytes();
         sh.stream_txns = w.streams.txns.len();
@@ -362,7 +384,7 @@ impl Spool {
                         .remove(&first)
                         .map(|s| s.path);
                     if let Some(p) = path {
-                        super::segment::remove(&self.inner.dir, &p)?;
+                        super::segment::remove(self.inner.store.as_ref(), &p)?;
                     }
                     continue;
                 }
@@ -371,6 +393,11 @@ impl Spool {
                     None => self.segment(first)?,
                 };
                 seg.truncate_after(keep)?;
+                // The cut must reach the OS with the next checkpoint.
+                let is_current = w.current.as_ref().is_some_and(|c| c.first_seq == first);
+                if !is_current && !w.pending.dirty.iter().any(|d| d.first_seq == first) {
+                    w.pending.dirty.push(seg.clone());
+                }
                 let mut sh = lock(&self.inner.shared);
                 if let Some(slot) = sh.segments.get_mut(&first) {
                     slot.last_seq = keep;
@@ -385,51 +412,146 @@ impl Spool {
 
     /// Makes everything appended so far durable and returns the new durable mark.
     /// Group commit: any number of transactions cost one flush.
+    ///
+    /// Also a checkpoint: everything appended so far (an open transaction's records and
+    /// streamed transactions included) is handed to the OS, so after a storage error
+    /// [`Spool::recover_writer`] rolls back to here and only the events appended after
+    /// this call need appending again.
     pub fn flush(&self) -> Result<DurableMark> {
         let mut w = lock(&self.inner.writer);
         self.flush_locked(&mut w)
+            .inspect_err(|e| self.note_error(e))
     }
 
     fn flush_locked(&self, w: &mut WriterState) -> Result<DurableMark> {
-        let Some(mark) = w.pending.mark else {
+        if !w.touched {
             return Ok(self.durable_mark());
-        };
-        // 1. the records: every segment written since the last flush.
+        }
+        let mark = w.pending.mark;
+        // 1. streamed transactions: to the OS (they are never durable).
+        w.streams.flush()?;
+        // 2. the records: segments finished since the last sync are synced (and let go);
+        //    the writer's segment is synced when a new mark will cover it, else flushed.
         for seg in &w.pending.dirty {
-            seg.flush()?;
+            seg.sync()?;
         }
+        w.pending.dirty.clear();
         if let Some(cur) = &w.current {
-            cur.flush()?;
+            if mark.is_some() {
+                cur.sync()?;
+            } else {
+                cur.flush()?;
+            }
         }
-        crate::failpoints::crash(crate::failpoints::SPOOL_FLUSH_BEFORE_LEDGER);
-        // 2. the mark, counters and relation versions: one atomic insert, then a flush.
-        let _m = lock(&self.inner.meta_lock);
-        let new_state = {
-            let sh = lock(&self.inner.shared);
-            let mut st = sh.state.clone();
-            st.durable = mark;
-            let c = &w.pending.counters;
-            st.counters.records += c.records;
-            st.counters.txns += c.txns;
-            st.counters.bytes += c.bytes;
-            for (t, n) in &c.per_table {
-                *st.counters.per_table.entry(*t).or_default() += n;
-            }
-            if st.counters.oldest.is_none() {
-                st.counters.oldest = c.oldest;
-            }
-            st.rel_last_used = sh.rel_live.clone();
-            st
-        };
-        self.inner.ledger.store_state(&new_state)?;
-        let open_bytes = w.txn.as_ref().map(|t| t.bytes).unwrap_or(0);
-        {
+        // 3. the mark, counters and relation versions: one atomic batch, then a sync.
+        if let Some(mark) = mark {
+            crate::failpoints::crash(crate::failpoints::SPOOL_FLUSH_BEFORE_LEDGER);
+            let _m = lock(&self.inner.meta_lock);
+            self.heal_ledger_locked()?;
+            let new_state = {
+                let sh = lock(&self.inner.shared);
+                let mut st = sh.state.clone();
+                st.durable = mark;
+                let c = &w.pending.counters;
+                st.counters.records += c.records;
+                st.counters.txns += c.txns;
+                st.counters.bytes += c.bytes;
+                for (t, n) in &c.per_table {
+                    *st.counters.per_table.entry(*t).or_default() += n;
+                }
+                if st.counters.oldest.is_none() {
+                    st.counters.oldest = c.oldest;
+                }
+                st.rel_last_used = sh.rel_live.clone();
+                st
+            };
+            self.inner.ledger.commit(&new_state, WriteBatch::new())?;
+            crate::failpoints::crash(crate::failpoints::SPOOL_FLUSH_AFTER_LEDGER);
+            let open_bytes = w.txn.as_ref().map(|t| t.bytes).unwrap_or(0);
             let mut sh = lock(&self.inner.shared);
             sh.state = new_state;
             sh.unflushed_bytes = open_bytes;
         }
+        // 4. the checkpoint.
         w.pending = Default::default();
-        Ok(mark)
+        w.checkpoint = Checkpoint {
+            next_seq: w.next_seq,
+            last_commit_seq: w.last_commit_seq,
+            current: w.current.as_ref().map(|c| c.first_seq),
+            current_bytes: w.current_bytes,
+            txn: w.txn.clone(),
+            in_stream: w.in_stream,
+            streams: w.streams.snapshot(),
+            unflushed_bytes: lock(&self.inner.shared).unflushed_bytes,
+        };
+        w.touched = false;
+        lock(&self.inner.shared).disk_full = false;
+        // 5. what was dropped before the checkpoint can go now.
+        w.streams.collect_garbage();
+        Ok(self.durable_mark())
+    }
+
+    /// After an `append` or `flush` error (a full disk: the storage engine's handles may
+    /// keep failing until reopened), rolls the writer back to its last checkpoint (the
+    /// end of the last successful [`Spool::flush`], or the open): every database it
+    /// wrote is reopened and cut back to what it held then. The caller must then append
+    /// again every event it appended since that flush, in the same order. Nothing
+    /// durable is touched. Fails (and may be called again) while the disk is still full.
+    pub fn recover_writer(&self) -> Result<()> {
+        let mut w = lock(&self.inner.writer);
+        let ck = w.checkpoint.clone();
+        lock(&self.inner.shared).disk_full = true;
+        // Let go of every handle the writer used, then reopen from storage.
+        w.current = None;
+        w.pending = Default::default();
+        {
+            let mut sh = lock(&self.inner.shared);
+            for slot in sh.segments.values_mut() {
+                slot.open = None;
+            }
+        }
+        {
+            let _m = lock(&self.inner.meta_lock);
+            self.heal_ledger_locked()?;
+        }
+        let loaded = self.loaded_mark().seq;
+        let segments = super::rebuild_segments(
+            self.inner.store.as_ref(),
+            &self.inner.dir,
+            self.seg_cache(),
+            ck.next_seq - 1,
+            loaded,
+        )?;
+        let current = ck.current.filter(|f| segments.contains_key(f));
+        {
+            let mut sh = lock(&self.inner.shared);
+            sh.segments = segments;
+            sh.disk_bytes = None;
+        }
+        w.current = match current {
+            Some(first) => Some(self.segment(first)?),
+            None => None,
+        };
+        w.current_bytes = if current.is_some() {
+            ck.current_bytes
+        } else {
+            0
+        };
+        w.streams.restore(&ck.streams)?;
+        w.next_seq = ck.next_seq;
+        w.last_commit_seq = ck.last_commit_seq;
+        w.txn = ck.txn.clone();
+        w.in_stream = ck.in_stream;
+        w.touched = false;
+        let mut sh = lock(&self.inner.shared);
+        sh.unflushed_bytes = ck.unflushed_bytes;
+        sh.stream_bytes = w.streams.bytes();
+        sh.stream_txns = w.streams.txns.len();
+        info!(
+            resume_seq = ck.next_seq,
+            "spool writer reopened its storage after an error"
+        );
+        Ok(())
     }
 
     /// Removes segments whose records are all loaded (never the writer's current one).
@@ -445,7 +567,13 @@ impl Spool {
                     break;
                 }
                 let end = firsts.get(i + 1).map(|n| n - 1).unwrap_or(u64::MAX);
-                if end <= loaded {
+                // A handle held elsewhere (the writer's unsynced list, a reader): later.
+                let busy = sh
+                    .segments
+                    .get(f)
+                    .and_then(|s| s.open.as_ref())
+                    .is_some_and(|a| Arc::strong_count(a) > 1);
+                if end <= loaded && !busy {
                     if let Some(slot) = sh.segments.remove(f) {
                         doomed.push((*f, slot.path));
                     }
@@ -458,7 +586,7 @@ impl Spool {
         };
         for (first, path) in doomed {
             debug!(first_seq = first, "dropping a fully loaded log segment");
-            super::segment::remove(&self.inner.dir, &path)?;
+            super::segment::remove(self.inner.store.as_ref(), &path)?;
         }
         Ok(())
     }
@@ -489,7 +617,7 @@ impl Spool {
             sh.segments.remove(&first).map(|s| s.path)
         };
         if let Some(p) = path {
-            super::segment::remove(&self.inner.dir, &p)?;
+            super::segment::remove(self.inner.store.as_ref(), &p)?;
         }
         self.reclaim()
     }
@@ -510,7 +638,7 @@ impl Spool {
             sh.segments.remove(&first).map(|s| s.path)
         };
         if let Some(p) = path {
-            super::segment::remove(&self.inner.dir, &p)?;
+            super::segment::remove(self.inner.store.as_ref(), &p)?;
         }
         self.reclaim()
     }
@@ -518,19 +646,26 @@ impl Spool {
 
 /// Group-commit bounds of the writer task: flush after this many transactions, this many
 /// appended bytes, or this long after the first unflushed event, whichever comes first.
-#[derive(Debug, Clone, Copy)]
+/// `max_bytes` also bounds what the task keeps in memory to append again after a storage
+/// error (every flush is a checkpoint, inside a transaction too).
+#[derive(Debug, Clone)]
 pub struct GroupCommit {
     pub max_txns: usize,
     pub max_bytes: u64,
     pub max_delay: Duration,
+    /// Backoff between recovery attempts after a full disk (retried for as long as it
+    /// takes unless the policy bounds the attempts).
+    pub retry: RetryPolicy,
 }
 
 impl Default for GroupCommit {
     fn default() -> Self {
         GroupCommit {
             max_txns: 1000,
-            max_bytes: 16 << 20,
+            // Also what the task keeps to append again after a full disk.
+            max_bytes: 8 << 20,
             max_delay: Duration::from_millis(50),
+            retry: RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(10)),
         }
     }
 }
@@ -551,11 +686,21 @@ pub fn spawn(
     (handle, mark_rx)
 }
 
-/// How long the writer waits before retrying after the spool or the disk was full.
+/// How long the writer waits before looking again while the spool is full.
 const FULL_RETRY: Duration = Duration::from_millis(200);
 
-/// The writer task body (see [`spawn`]). sled calls are blocking: each batch and each
+/// Batches appended since the last successful flush (the writer's checkpoint), kept to
+/// be appended again after a storage error.
+type Replay = Vec<Arc<Vec<ReaderEvent>>>;
+
+/// The writer task body (see [`spawn`]). Storage calls are blocking: each batch and each
 /// flush runs on the blocking pool.
+///
+/// A full disk (or any `DiskFull` from the storage) stops consumption: the task waits
+/// with `gc.retry`'s backoff, reopens the spool's storage rolled back to the last flush
+/// ([`Spool::recover_writer`]) and appends again the batches it received since, until
+/// that works; then it goes on. Nothing is lost or written twice, and the reader, whose
+/// channel fills meanwhile, keeps answering keepalives.
 pub async fn run(
     spool: Spool,
     mut rx: mpsc::Receiver<Vec<ReaderEvent>>,
@@ -566,6 +711,7 @@ pub async fn run(
     let mut bytes_since_flush = 0u64;
     let mut first_unflushed: Option<Instant> = None;
     let mut full_logged = false;
+    let mut replay: Replay = Vec::new();
     loop {
         // Capacity: stop consuming while full and the loader can make room.
         if spool.should_pause() {
@@ -574,7 +720,7 @@ pub async fn run(
                 full_logged = true;
             }
             if first_unflushed.is_some() {
-                flush_blocking(&spool, &marks).await?;
+                flush_or_recover(&spool, &marks, &mut replay, &gc.retry).await?;
                 first_unflushed = None;
                 txns_since_flush = 0;
                 bytes_since_flush = 0;
@@ -592,7 +738,7 @@ pub async fn run(
             Some(d) => match tokio::time::timeout_at(d.into(), rx.recv()).await {
                 Ok(v) => v,
                 Err(_) => {
-                    flush_blocking(&spool, &marks).await?;
+                    flush_or_recover(&spool, &marks, &mut replay, &gc.retry).await?;
                     first_unflushed = None;
                     txns_since_flush = 0;
                     bytes_since_flush = 0;
@@ -602,7 +748,7 @@ pub async fn run(
             None => rx.recv().await,
         };
         let Some(batch) = next else {
-            flush_blocking(&spool, &marks).await?;
+            flush_or_recover(&spool, &marks, &mut replay, &gc.retry).await?;
             return Ok(());
         };
         txns_since_flush += batch
@@ -610,10 +756,17 @@ pub async fn run(
             .filter(|e| matches!(e, ReaderEvent::Commit(_) | ReaderEvent::StreamCommit(_)))
             .count();
         bytes_since_flush += batch.iter().map(approx_size).sum::<u64>();
-        append_blocking(&spool, batch).await?;
+        let batch = Arc::new(batch);
+        replay.push(batch.clone());
+        if let Err(e) = append_blocking(&spool, batch).await {
+            if !recoverable(&e) {
+                return Err(e);
+            }
+            recover(&spool, &replay, &gc.retry, e).await?;
+        }
         first_unflushed.get_or_insert_with(Instant::now);
         if txns_since_flush >= gc.max_txns || bytes_since_flush >= gc.max_bytes {
-            flush_blocking(&spool, &marks).await?;
+            flush_or_recover(&spool, &marks, &mut replay, &gc.retry).await?;
             first_unflushed = None;
             txns_since_flush = 0;
             bytes_since_flush = 0;
@@ -647,51 +800,90 @@ fn approx_size(e: &ReaderEvent) -> u64 {
     }
 }
 
-/// Appends a batch on the blocking pool, retrying the rest of it after a full disk.
-async fn append_blocking(spool: &Spool, batch: Vec<ReaderEvent>) -> Result<()> {
-    let mut done = 0usize;
-    let batch = Arc::new(batch);
+/// Errors the writer waits out: a full disk, and (while reopening) a handle of this
+/// process not yet released.
+fn recoverable(e: &SpoolError) -> bool {
+    e.is_disk_full() || matches!(e, SpoolError::Locked { .. })
+}
+
+fn join_error(what: &str, e: tokio::task::JoinError) -> SpoolError {
+    SpoolError::Storage {
+        context: format!("{what} on the blocking pool"),
+        message: e.to_string(),
+    }
+}
+
+async fn append_blocking(spool: &Spool, batch: Arc<Vec<ReaderEvent>>) -> Result<()> {
+    let s = spool.clone();
+    tokio::task::spawn_blocking(move || s.append_all(&batch))
+        .await
+        .map_err(|e| join_error("appending", e))?
+}
+
+/// Waits (backoff), rolls the spool back to its last checkpoint and appends `replay`
+/// again, until that works or an error that is not waited out.
+async fn recover(
+    spool: &Spool,
+    replay: &Replay,
+    retry: &RetryPolicy,
+    first: SpoolError,
+) -> Result<()> {
+    let mut backoff = retry.backoff();
+    let mut err = first;
     loop {
-        let s = spool.clone();
-        let b = batch.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            let mut n = done;
-            while n < b.len() {
-                if let Err(e) = s.append(&b[n]) {
-                    return Err((n, e));
-                }
-                n += 1;
-            }
-            Ok::<usize, (usize, SpoolError)>(n)
-        })
-        .await;
-        let r = match r {
-            Ok(r) => r,
-            Err(join) => {
-                return Err(SpoolError::Storage {
-                    context: "appending on the blocking pool".into(),
-                    message: join.to_string(),
-                })
-            }
+        let Some(delay) = backoff.next_delay() else {
+            return Err(err);
         };
-        match r {
-            Ok(_) => return Ok(()),
-            Err((n, e)) if e.is_disk_full() => {
-                warn!(error = %e, "disk full while appending to the spool: retrying");
-                done = n;
-                tokio::time::sleep(FULL_RETRY).await;
+        warn!(
+            error = %err,
+            retry_in = ?delay,
+            attempt = backoff.attempts(),
+            "spool storage full: the writer stops reading, then reopens its storage and \
+             appends again what was not flushed (free disk space to go on)"
+        );
+        tokio::time::sleep(delay).await;
+        let s = spool.clone();
+        let batches = replay.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            s.recover_writer()?;
+            for b in &batches {
+                s.append_all(b)?;
             }
-            Err((_, e)) => return Err(e),
+            Ok::<(), SpoolError>(())
+        })
+        .await
+        .map_err(|e| join_error("recovering", e))?;
+        match r {
+            Ok(()) => {
+                info!(
+                    attempts = backoff.attempts(),
+                    batches = replay.len(),
+                    "spool writer recovered from a full disk"
+                );
+                return Ok(());
+            }
+            Err(e) if recoverable(&e) => err = e,
+            Err(e) => return Err(e),
         }
     }
 }
 
-async fn flush_blocking(spool: &Spool, marks: &watch::Sender<DurableMark>) -> Result<()> {
+/// Flushes (a checkpoint), recovering from a full disk first if needed; publishes the
+/// durable mark and forgets the batches the checkpoint covers.
+async fn flush_or_recover(
+    spool: &Spool,
+    marks: &watch::Sender<DurableMark>,
+    replay: &mut Replay,
+    retry: &RetryPolicy,
+) -> Result<()> {
     loop {
         let s = spool.clone();
-        let r = tokio::task::spawn_blocking(move || s.flush()).await;
+        let r = tokio::task::spawn_blocking(move || s.flush())
+            .await
+            .map_err(|e| join_error("flushing", e))?;
         match r {
-            Ok(Ok(mark)) => {
+            Ok(mark) => {
+                replay.clear();
                 marks.send_if_modified(|m| {
                     let changed = *m != mark;
                     *m = mark;
@@ -699,17 +891,8 @@ async fn flush_blocking(spool: &Spool, marks: &watch::Sender<DurableMark>) -> Re
                 });
                 return Ok(());
             }
-            Ok(Err(e)) if e.is_disk_full() => {
-                warn!(error = %e, "disk full while flushing the spool: retrying");
-                tokio::time::sleep(FULL_RETRY).await;
-            }
-            Ok(Err(e)) => return Err(e),
-            Err(join) => {
-                return Err(SpoolError::Storage {
-                    context: "flushing on the blocking pool".into(),
-                    message: join.to_string(),
-                })
-            }
+            Err(e) if recoverable(&e) => recover(spool, replay, retry, e).await?,
+            Err(e) => return Err(e),
         }
     }
 }
