@@ -17,6 +17,8 @@ pub const SPOOL_FLUSH_BEFORE_LEDGER: &str = "spool::flush-before-ledger";
 pub const SPOOL_FLUSH_AFTER_LEDGER: &str = "spool::flush-after-ledger";
 /// `mark_loaded`: before the new loaded mark is written.
 pub const SPOOL_MARK_LOADED: &str = "spool::mark-loaded";
+/// Spool storage (sled): a write or sync fails with ENOSPC, as on a full disk.
+pub const SPOOL_DISK_FULL: &str = "spool::disk-full";
 /// Loader: a window is loaded into the sink, its loaded mark not yet written.
 pub const LOADER_LOADED_NOT_MARKED: &str = "loader::loaded-not-marked";
 /// Reader: right after a standby status update was sent.

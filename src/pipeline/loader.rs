@@ -837,7 +837,7 @@ impl<S: LoadSink> Loader<S> {
 
     /// Makes the journal durable (`None` clears it).
     async fn persist_journal(&self, journal: Option<&Journal>) -> Result<(), LoaderError> {
-        persist(&self.spool, journal).await
+        persist(&self.spool, journal, &RetryNote(self.status.clone())).await
     }
 
     /// Confirms the durable LSN when every durable record is loaded and only empty
@@ -863,9 +863,11 @@ impl<S: LoadSink> Loader<S> {
         } else {
             end_lsn
         };
-        tokio::task::spawn_blocking(move || spool.mark_loaded_with_journal(seq, confirm, None))
-            .await
-            .map_err(|e| LoaderError::Internal(format!("spool mark task: {e}")))??;
+        let note = RetryNote(self.status.clone());
+        spool_write(&spool, &note, "writing the loaded mark", move |s| {
+            s.mark_loaded_with_journal(seq, confirm, None)
+        })
+        .await?;
         if self.opts.ack_policy == AckPolicy::Loaded {
             self.confirmed.send_if_modified(|c| {
                 let adv = confirm > *c;
@@ -977,13 +979,50 @@ async fn wait_for_shutdown(shutdown: &mut watch::Receiver<bool>) {
     }
 }
 
-async fn persist(spool: &Spool, journal: Option<&Journal>) -> Result<(), LoaderError> {
+async fn persist(
+    spool: &Spool,
+    journal: Option<&Journal>,
+    note: &RetryNote,
+) -> Result<(), LoaderError> {
     let bytes = journal.map(Journal::encode).transpose()?;
-    let spool = spool.clone();
-    tokio::task::spawn_blocking(move || spool.set_loader_journal(bytes.as_deref()))
-        .await
-        .map_err(|e| LoaderError::Internal(format!("spool journal task: {e}")))??;
-    Ok(())
+    spool_write(spool, note, "writing the load journal", move |s| {
+        s.set_loader_journal(bytes.as_deref())
+    })
+    .await
+}
+
+/// Runs a write to the spool's ledger (the load journal, the loaded mark), waiting out a
+/// full disk for as long as it takes (invariant 13): the spool reopens its ledger at the
+/// next call, and the retries show in Status. Other storage errors stop the loader.
+async fn spool_write(
+    spool: &Spool,
+    note: &RetryNote,
+    what: &'static str,
+    f: impl Fn(&Spool) -> Result<(), SpoolError> + Send + Sync + Clone + 'static,
+) -> Result<(), LoaderError> {
+    let mut backoff =
+        crate::core::retry::RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(30))
+            .backoff();
+    loop {
+        let (s, g) = (spool.clone(), f.clone());
+        let r = tokio::task::spawn_blocking(move || g(&s))
+            .await
+            .map_err(|e| LoaderError::Internal(format!("spool task ({what}): {e}")))?;
+        match r {
+            Ok(()) => {
+                if backoff.attempts() > 0 {
+                    note.recovered();
+                }
+                return Ok(());
+            }
+            Err(e) if e.is_disk_full() => {
+                let delay = backoff.next_delay().unwrap_or(Duration::from_secs(30));
+                note.retrying(what, backoff.attempts(), delay, &e.to_string());
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Runs one table's steps in order from `w.done`, advancing it after each step and
@@ -1061,7 +1100,7 @@ async fn run_table<S: LoadSink>(
                                 columns,
                             );
                         }
-                        persist(spool, Some(&j)).await?;
+                        persist(spool, Some(&j), note).await?;
                         return Err(e.into());
                     }
                     Err(e) => return Err(e.into()),
@@ -1104,7 +1143,7 @@ async fn run_table<S: LoadSink>(
                     {
                         *done = true;
                     }
-                    persist(spool, Some(&j)).await?;
+                    persist(spool, Some(&j), note).await?;
                 }
                 count(rel, &target, &|c| c.truncates += 1);
             }

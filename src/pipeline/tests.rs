@@ -32,6 +32,9 @@ struct FakeState {
     /// Commit the load leaving out its first row, and answer "rejected" (StarRocks
     /// filtered a row: the label is spent).
     reject_at: HashSet<usize>,
+    /// Fill this simulated disk while a load is in flight (the loaded mark then meets
+    /// ENOSPC), and free it again 300 ms later.
+    fill_disk: Option<crate::spool::storage::SimStore>,
     attempts: usize,
 }
 
@@ -140,6 +143,13 @@ impl LoadSink for FakeSink {
             ));
         }
         st.apply(b.relation, b.columns, b.rows);
+        if let Some(disk) = st.fill_disk.take() {
+            disk.set_disk_full(true);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                disk.set_disk_full(false);
+            });
+        }
         // A held load of another label commits late, after this newer one.
         if let Some((_, rows, cols, rel)) = st.held.take() {
             st.apply(&rel, &cols, &rows);
@@ -606,4 +616,31 @@ async fn a_huge_transaction_loaded_in_parts_resumes_its_parts_after_a_crash() {
         "parts re-sent with other labels"
     );
     assert_eq!(st.tables["t"].len(), 40);
+}
+
+#[tokio::test]
+async fn a_full_disk_at_the_loaded_mark_is_waited_out() {
+    let disk = crate::spool::storage::SimStore::new();
+    let spool = Spool::open_with_store(
+        std::sync::Arc::new(disk.clone()),
+        "/sim/spool",
+        SpoolOptions::default(),
+    )
+    .unwrap();
+    spool.append(&ReaderEvent::Relation(rel())).unwrap();
+    let mut lsn = 1000;
+    txn(&spool, 1, &mut lsn, vec![ins("1", "x")]);
+    let last = txn(&spool, 2, &mut lsn, vec![ins("2", "y")]);
+    spool.flush().unwrap();
+    let sink = FakeSink::default();
+    sink.0.lock().unwrap().fill_disk = Some(disk.clone());
+    let run = drain(&spool, &sink, 100).await;
+    run.result.unwrap();
+    assert!(disk.enospc_errors() > 0, "the disk never filled");
+    assert_eq!(*run.confirmed.borrow(), last);
+    assert_eq!(spool.loaded_mark().confirmed_lsn, last);
+    assert!(
+        run.status.borrow().retries > 0,
+        "the wait did not show in Status"
+    );
 }

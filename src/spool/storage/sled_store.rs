@@ -171,6 +171,7 @@ impl Database for SledDb {
     /// the first sync of a database this handle created) of sled's other files and the
     /// directories holding them.
     fn sync(&self) -> StoreResult<()> {
+        injected_disk_full()?;
         self.db.flush().map_err(sled_err)?;
         if let Some(f) = &self.db_file {
             // fdatasync: the data and the file size, without a journal commit for mtime.
@@ -205,6 +206,18 @@ impl Database for SledDb {
     }
 }
 
+/// The `spool::disk-full` failpoint (tests and the chaos tool): the write fails with
+/// ENOSPC, as a full disk would.
+#[inline]
+fn injected_disk_full() -> StoreResult<()> {
+    match crate::failpoints::error(crate::failpoints::SPOOL_DISK_FULL) {
+        Some(_) => Err(StoreError::DiskFull(std::io::Error::from_raw_os_error(
+            libc::ENOSPC,
+        ))),
+        None => Ok(()),
+    }
+}
+
 struct SledTree(sled::Tree);
 
 fn pair(kv: sled::Result<(sled::IVec, sled::IVec)>) -> StoreResult<KvPair> {
@@ -221,6 +234,7 @@ fn owned(b: Bound<&[u8]>) -> Bound<Vec<u8>> {
 
 impl Tree for SledTree {
     fn insert(&self, key: &[u8], value: &[u8]) -> StoreResult<()> {
+        injected_disk_full()?;
         self.0.insert(key, value).map_err(sled_err).map(|_| ())
     }
 

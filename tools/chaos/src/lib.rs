@@ -104,6 +104,8 @@ pub struct Report {
     pub pg_outages: u64,
     pub starrocks_outages: u64,
     pub disk_full_runs: u64,
+    /// Log lines of dbmazz about a full disk (the injected ENOSPC seen and waited out).
+    pub disk_full_errors_logged: u64,
     /// Stream Load faults injected, by kind.
     pub stream_load_faults: BTreeMap<String, u64>,
     /// Samples of the slot's confirmed LSN, and transactions checked against them.
@@ -151,6 +153,11 @@ impl fmt::Display for Report {
             self.pg_outages,
             self.starrocks_outages,
             self.disk_full_runs
+        )?;
+        writeln!(
+            f,
+            "  disk-full errors dbmazz logged {}",
+            self.disk_full_errors_logged
         )?;
         let faults: Vec<String> = self
             .stream_load_faults
@@ -399,6 +406,11 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         report.confirmation_violations = s.violations.clone();
     }
     report.transactions_committed = ledger.lock().map_err(|_| "ledger poisoned")?.count;
+    report.disk_full_errors_logged = std::fs::read_to_string(&daemon.log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().contains("no space left"))
+        .count() as u64;
     let st = daemon.sigterm().await?;
     if !st.success() {
         report.unexpected_exits.push(format!(
