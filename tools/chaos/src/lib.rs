@@ -270,6 +270,10 @@ pub async fn run(opts: Options) -> Result<Report, String> {
 
     // The chaos phase.
     let mut rng = StdRng::seed_from_u64(opts.seed ^ 0x5eed);
+    let mut first_round: Vec<u32> = vec![0, 15, 22, 30, 36, 41, 50, 60, 61, 62];
+    for i in (1..first_round.len()).rev() {
+        first_round.swap(i, rng.random_range(0..=i));
+    }
     let started = Instant::now();
     while started.elapsed() < opts.duration {
         tokio::time::sleep(Duration::from_millis(rng.random_range(1500..4500))).await;
@@ -280,8 +284,12 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             ));
             daemon.spawn(&[])?;
         }
+        // Every kind of action once first (in random order), so even a short run covers
+        // them all; then at random, weighted.
         let pick = if opts.calm {
             continue;
+        } else if let Some(p) = first_round.pop() {
+            p
         } else {
             rng.random_range(0..100)
         };
