@@ -135,7 +135,9 @@ async fn start_and_supervise(
     info!(spool_id = %spool.id(), resume_at = %durable.end_lsn, slot_confirmed = ?source.slot_confirmed, loaded_seq = spool.loaded_mark().seq, "spool opened");
 
     sup.life.activity("checking the StarRocks targets");
-    let (sink, probe) = start_sink(cfg, sink_cfg, &sup.life).await?;
+    let Some((sink, probe)) = start_sink(cfg, sink_cfg, sup).await? else {
+        return Ok(());
+    };
     let _probe = probe.map(AbortOnDrop);
 
     let mut pipeline = Pipeline::start(cfg, spool, sink);

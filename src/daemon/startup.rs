@@ -127,13 +127,45 @@ pub(super) async fn open_spool(cfg: &Config) -> Result<Spool, CliError> {
 /// transient / permanent failure), this becomes: `new()?`; `check_targets` mapped to a
 /// [`SinkStartup`]; `Fatal` is returned, `Retrying` spawns [`probe_sink`] (the outage
 /// shows in status, loads retry by themselves) and the daemon carries on.
+/// `None` when a stop request came while waiting.
+#[allow(clippy::type_complexity)]
 pub(super) async fn start_sink(
     cfg: &Config,
     sink_cfg: &SinkConfig,
-    life: &Life,
-) -> Result<(Arc<StarRocksLoadSink>, Option<tokio::task::JoinHandle<()>>), CliError> {
-    // The sink needs PostgreSQL (the catalog) but not StarRocks.
-    let sink = Arc::new(StarRocksLoadSink::new(cfg, sink_cfg).await?);
+    sup: &mut Supervisor,
+) -> Result<Option<(Arc<StarRocksLoadSink>, Option<tokio::task::JoinHandle<()>>)>, CliError> {
+    let life = &sup.life.clone();
+    // The sink needs PostgreSQL (the catalog) but not StarRocks. PostgreSQL may have gone
+    // away again since the source setup (a restart): wait it out like at the start.
+    let mut backoff = startup_retry().backoff();
+    let sink = loop {
+        match StarRocksLoadSink::new(cfg, sink_cfg).await {
+            Ok(s) => {
+                if let Some(o) = life.reached(Dependency::Postgres) {
+                    info!(
+                        failed_attempts = o.attempts,
+                        "PostgreSQL is reachable again"
+                    );
+                }
+                break Arc::new(s);
+            }
+            Err(e) if e.is_transient() => {
+                let o = life.unreachable(Dependency::Postgres, e.to_string());
+                let delay = backoff
+                    .next_delay()
+                    .unwrap_or_else(|| startup_retry().max_delay);
+                warn!(error = %o.last_error, attempt = o.attempts, retry_in = ?delay, "the PostgreSQL catalog is not reachable; waiting for it");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    why = sup.interrupted() => {
+                        info!(why, "stopped while starting");
+                        return Ok(None);
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let check = |s: Arc<StarRocksLoadSink>| async move {
         match s.check_targets(&RetryNote::detached()).await {
             Ok(()) => SinkStartup::Ready,
@@ -142,7 +174,7 @@ pub(super) async fn start_sink(
         }
     };
     match check(sink.clone()).await {
-        SinkStartup::Ready => Ok((sink, None)),
+        SinkStartup::Ready => Ok(Some((sink, None))),
         SinkStartup::Fatal(e) => Err(e.into()),
         SinkStartup::Retrying(error) => {
             let o = life.unreachable(Dependency::StarRocks, error);
@@ -155,7 +187,7 @@ pub(super) async fn start_sink(
                     warn!(error = %e, "the StarRocks targets do not fit");
                 }
             });
-            Ok((sink, Some(task)))
+            Ok(Some((sink, Some(task))))
         }
     }
 }
