@@ -63,7 +63,9 @@ async fn run_starts_while_starrocks_is_down_spools_and_loads_when_it_is_back() {
     e.spawn();
     // The daemon comes up (control plane answering) although StarRocks is down.
     let start = std::time::Instant::now();
-    while status(&e).is_none() {
+    // Running = the slot exists and the reader streams: rows inserted before that belong
+    // to the (not yet existing) snapshot, not to the stream.
+    while !status(&e).is_some_and(|s| s["state"] == "running" && s["reader"]["connected"] == true) {
         assert!(
             e.running(),
             "dbmazz exited while StarRocks was down\n{}",
