@@ -312,8 +312,11 @@ async fn a_long_outage_is_absorbed_by_the_spool() {
     let secs: u64 = std::env::var("DBMAZZ_OUTAGE_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(120);
-    let mut e = E2e::start(SCHEMA, "items", TARGETS).await;
+        .unwrap_or(20);
+    // Several times wal_sender_timeout: the walsender must be kept alive by status updates
+    // while nothing can be confirmed (DBMAZZ_OUTAGE_SECS=7200 for a real long outage).
+    let pg = pg_scratch::Options::default().setting("wal_sender_timeout", "4s");
+    let mut e = E2e::start_with_options(pg, SCHEMA, "items", TARGETS).await;
     e.spawn();
     e.wait_for(LONG, "slot created", |e| e.slot_count() == 1)
         .await;
