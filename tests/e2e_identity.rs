@@ -269,14 +269,54 @@ async fn a_spool_of_another_slot_is_refused() {
         "dbmazz_slot",
         "the other slot was created"
     );
+    // `dbmazz check` reports what `run` would refuse (and changes nothing).
+    let (code, report) = check(&e);
+    assert_eq!(code, Some(2), "{report}");
+    assert_eq!(report["spool"]["state"], "refused", "{report}");
+    assert!(
+        report["problems"].to_string().contains("belongs to another source"),
+        "{report}"
+    );
+    assert_eq!(e.slot_count(), 1);
     let (_, after) = ledger(&e);
     assert_eq!(after.durable, before.durable);
     assert_eq!(after.loaded, before.loaded);
 
-    // Back to its own slot: the job goes on.
+    // Back to its own slot: check says the spool fits, and the job goes on.
     e.set_env("SOURCE_SLOT_NAME", "dbmazz_slot");
+    let (code, report) = check(&e);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["spool"]["state"], "usable", "{report}");
+    assert!(
+        report["spool"]["decision"]
+            .as_str()
+            .is_some_and(|d| d.contains("belongs to this source")),
+        "{report}"
+    );
     run_until_loaded(&mut e, 2).await;
+    let (_, report) = check(&e);
+    assert_eq!(report["spool"]["state"], "in_use", "{report}");
     assert!(e.sigterm().await.success());
+}
+
+/// `dbmazz check --json` with the job's environment: exit code and report.
+fn check(e: &E2e) -> (Option<i32>, serde_json::Value) {
+    let mut c = Command::new(BIN);
+    c.args(["check", "--json"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in &e.env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|err| {
+        panic!(
+            "check printed no JSON ({err}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), report)
 }
 
 /// (3) An ordinary restart after an idle period: with everything loaded and confirmed,

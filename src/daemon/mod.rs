@@ -26,7 +26,7 @@ use crate::grpc::state::{DaemonHandle, HandleInner, SlotHealth};
 use crate::lifecycle::{ControlRequest, Event};
 
 use pipeline::Pipeline;
-pub use startup::probe_sink;
+pub use startup::{observe_source, probe_sink, spool_position};
 use startup::{open_spool, start_sink, wait_for_source};
 pub use supervisor::Life;
 use supervisor::Supervisor;

@@ -86,14 +86,7 @@ async fn prepare_source(cfg: &Config, spool: &Spool) -> Result<SourceReady, Atte
     let mut repl = ReplicationConnection::connect(&cfg.source.conn).await?;
     let report = setup::inspect(&pg, &cfg.source).await?;
     report.ready()?;
-    let system = repl.identify_system().await?;
-    let observed = SourceIdentity {
-        system_identifier: system.system_id,
-        database: system.dbname.unwrap_or_else(|| report.database.clone()),
-        slot: cfg.source.slot_name.clone(),
-        timeline: system.timeline,
-    };
-    let slot = slot_finding(&report)?;
+    let (observed, slot) = observe_source(&mut repl, &report).await?;
     let recorded = spool.source_identity();
     let position = spool_position(cfg, spool);
     let decision = check_source(
@@ -121,8 +114,24 @@ async fn prepare_source(cfg: &Config, spool: &Spool) -> Result<SourceReady, Atte
     })
 }
 
+/// The source as the server shows it (IDENTIFY_SYSTEM: system identifier, timeline,
+/// database; the configured slot) and what it shows of the slot, for [`check_source`].
+pub async fn observe_source(
+    repl: &mut ReplicationConnection,
+    report: &SourceReport,
+) -> Result<(SourceIdentity, SlotFinding), SourceError> {
+    let system = repl.identify_system().await?;
+    let observed = SourceIdentity {
+        system_identifier: system.system_id,
+        database: system.dbname.unwrap_or_else(|| report.database.clone()),
+        slot: report.slot_name.clone(),
+        timeline: system.timeline,
+    };
+    Ok((observed, slot_finding(report)?))
+}
+
 /// Where the spool stands, with what was acknowledged under the configured ack policy.
-fn spool_position(cfg: &Config, spool: &Spool) -> SpoolPosition {
+pub fn spool_position(cfg: &Config, spool: &Spool) -> SpoolPosition {
     let mut p = spool.position();
     p.acknowledged = lifecycle::acknowledged(cfg.pipeline.ack_policy, p.confirmed, p.resume);
     p
