@@ -17,6 +17,7 @@ use crate::config::{help_table, Config, ConfigError, LogFormat};
 use crate::connectors::sources::postgres::SourceError;
 use crate::grpc::ServeError;
 use crate::pipeline::loader::{LoaderError, SinkFailure};
+use crate::spool::identity::RefusedSpool;
 use crate::spool::SpoolError;
 
 /// Errors of a CLI command, with a clear message for the operator. Each layer adds its
@@ -32,6 +33,10 @@ pub enum CliError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("{0}")]
     Spool(#[from] SpoolError),
+    /// The spool belongs to another source, or the slot lost changes it holds no record
+    /// of (invariant 12); the message says whose spool it is and what to do.
+    #[error("{0}")]
+    RefusedSpool(Box<RefusedSpool>),
     /// The sink's startup checks (targets, credentials).
     #[error("{0}")]
     Sink(#[from] SinkFailure),

@@ -461,6 +461,10 @@ pub struct SpoolConfig {
     pub dir: PathBuf,
     pub max_bytes: u64,
     pub cache_bytes: u64,
+    /// `ACCEPT_SLOT_GAP`: start even though the slot lost changes the spool never
+    /// received (the slot is missing or confirmed past the spool's resume point);
+    /// `crate::spool::identity::check_source` refuses such a start otherwise.
+    pub accept_slot_gap: bool,
 }
 
 /// gRPC and HTTP control plane.
@@ -557,6 +561,11 @@ impl Config {
                     "SPOOL_CACHE_BYTES",
                     "a positive size in bytes (e.g. 64MiB)",
                     parse_bytes,
+                )?,
+                accept_slot_gap: raw.parse_required(
+                    "ACCEPT_SLOT_GAP",
+                    "true or false",
+                    parse_bool,
                 )?,
             },
             control: control_config(raw)?,

@@ -87,6 +87,7 @@ pub const SETTINGS: &[Setting] = &[
     s("SPOOL_DIR", "spool.dir", Some("./dbmazz-spool"), "Directory of the durable spool."),
     s("SPOOL_MAX_BYTES", "spool.max_bytes", Some("10GiB"), "Spool capacity; when reached, reading pauses (PostgreSQL keeps the WAL). Accepts KiB/MiB/GiB suffixes."),
     s("SPOOL_CACHE_BYTES", "spool.cache_bytes", Some("64MiB"), "Spool page cache size."),
+    s("ACCEPT_SLOT_GAP", "accept_slot_gap", Some("false"), "Start even though changes are lost between the spool and the slot (the slot was dropped, or advanced past where the spool resumes): the slot is created anew if missing and the lost changes are missing in the target. Without it such a start is refused. Set it for one start, then remove it."),
     // Control plane.
     s("GRPC_LISTEN", "grpc.listen", Some("127.0.0.1:50051"), "gRPC control and status address."),
     s("GRPC_PORT", "grpc.port", None, "gRPC port on 127.0.0.1 (public dbmazz name; GRPC_LISTEN wins if both are set)."),

@@ -239,3 +239,38 @@ fn sink_settings_have_defaults_and_are_validated() {
         assert!(e.contains(k) && e.contains(v), "{k}={v}: {e}");
     }
 }
+
+#[test]
+fn accept_slot_gap_is_off_by_default_and_named_as_refusals_name_it() {
+    let c = Config::load_with(None, &env_of(MIN)).unwrap();
+    assert!(!c.spool.accept_slot_gap);
+    // A refused spool tells the operator to set exactly this (env name and value).
+    let (name, value) = crate::spool::identity::ACCEPT_GAP_SETTING
+        .split_once('=')
+        .unwrap();
+    assert!(settings::setting(name).is_some(), "{name} is not a setting");
+    let mut env = MIN.to_vec();
+    env.push((name, value));
+    assert!(
+        Config::load_with(None, &env_of(&env))
+            .unwrap()
+            .spool
+            .accept_slot_gap
+    );
+    // The TOML key too.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dbmazz.toml");
+    std::fs::write(&path, "accept_slot_gap = true\n").unwrap();
+    assert!(
+        Config::load_with(Some(&path), &env_of(MIN))
+            .unwrap()
+            .spool
+            .accept_slot_gap
+    );
+    let mut bad = MIN.to_vec();
+    bad.push((name, "sometimes"));
+    let e = Config::load_with(None, &env_of(&bad))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(name) && e.contains("sometimes"), "{e}");
+}

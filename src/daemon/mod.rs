@@ -2,8 +2,9 @@
 //! ([`crate::lifecycle`]) decides; the decisions (states, legal requests, drain readiness,
 //! the acknowledged LSN, outages) live there, not here.
 //!
-//! Order: the control plane first (a start that waits is visible) → source setup
-//! (PostgreSQL being unreachable is waited out: [`startup`]) → spool → sink → the running
+//! Order: the control plane first (a start that waits is visible) → spool → source setup
+//! (PostgreSQL being unreachable is waited out; the spool is checked against the source
+//! before a missing slot is created, invariant 12: [`startup`]) → sink → the running
 //! [`pipeline`] (reader → spool writer → loader, the acknowledged LSN back to the reader),
 //! steered by signals and control requests ([`supervisor`]). The slot always stays
 //! (invariant 7).
@@ -21,12 +22,11 @@ use tracing::{error, info, warn};
 
 use crate::cli::CliError;
 use crate::config::{Config, SinkConfig};
-use crate::core::Lsn;
 use crate::grpc::state::{DaemonHandle, HandleInner, SlotHealth};
 use crate::lifecycle::{ControlRequest, Event};
 
 use pipeline::Pipeline;
-pub use startup::probe_sink;
+pub use startup::{observe_source, probe_sink, spool_position};
 use startup::{open_spool, start_sink, wait_for_source};
 pub use supervisor::Life;
 use supervisor::Supervisor;
@@ -112,7 +112,13 @@ async fn start_and_supervise(
     slot_tx: watch::Sender<SlotHealth>,
     plane_stop: watch::Receiver<bool>,
 ) -> Result<(), CliError> {
-    let Some(source) = wait_for_source(cfg, sup).await? else {
+    // The spool decides where replication resumes (invariant 8) and which source it
+    // belongs to (invariant 12): it is opened before the source is touched.
+    sup.life.activity("opening the spool");
+    let spool = open_spool(cfg).await?;
+    // `dbmazz spool ...` reaches a running daemon's spool through this socket.
+    let _inspect = crate::spool::inspect::serve(spool.clone())?;
+    let Some(source) = wait_for_source(cfg, &spool, sup).await? else {
         return Ok(());
     };
     let _slot_poller = AbortOnDrop(tokio::spawn(crate::grpc::slot::run(
@@ -122,17 +128,8 @@ async fn start_and_supervise(
         slot_tx,
         plane_stop,
     )));
-
-    // The spool decides where replication resumes (invariant 8).
-    sup.life.activity("opening the spool");
-    let spool = open_spool(cfg).await?;
     let durable = spool.durable_mark();
-    if source.created_slot && durable.end_lsn > Lsn::ZERO {
-        warn!(spool_durable = %durable.end_lsn, "the slot was just created but the spool already holds data from an earlier slot; changes between them are not in PostgreSQL anymore");
-    }
-    // `dbmazz spool ...` reaches a running daemon's spool through this socket.
-    let _inspect = crate::spool::inspect::serve(spool.clone())?;
-    info!(spool_id = %spool.id(), resume_at = %durable.end_lsn, slot_confirmed = ?source.slot_confirmed, loaded_seq = spool.loaded_mark().seq, "spool opened");
+    info!(spool_id = %spool.id(), source = %source.source, resume_at = %durable.end_lsn, slot_confirmed = ?source.slot_confirmed, loaded_seq = spool.loaded_mark().seq, "spool opened");
 
     sup.life.activity("checking the StarRocks targets");
     let Some((sink, probe)) = start_sink(cfg, sink_cfg, sup).await? else {

@@ -1,6 +1,11 @@
-//! Startup steps: the source (waiting out PostgreSQL being down or starting, with
-//! backoff, for as long as it takes; permanent problems end the daemon), the spool, the
-//! sink. Each step says what it does in the lifecycle's `activity`.
+//! Startup steps: the spool, the source (waiting out PostgreSQL being down or starting,
+//! with backoff, for as long as it takes; permanent problems end the daemon), the sink.
+//! Each step says what it does in the lifecycle's `activity`.
+//!
+//! Invariant 12: before anything is created on the source, the spool's recorded source
+//! (system identifier, database, slot, timeline) and where it stands are checked against
+//! the server and its slot ([`check_source`]); a spool of another source, or a slot that
+//! lost changes the spool never received, is refused before a new slot could hide it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,12 +19,17 @@ use crate::cli::CliError;
 use crate::config::{Config, SinkConfig};
 use crate::connectors::sinks::starrocks::StarRocksLoadSink;
 use crate::connectors::sources::postgres::replication::ReplicationConnection;
+use crate::connectors::sources::postgres::setup::{SetupOutcome, SourceReport};
 use crate::connectors::sources::postgres::{client, setup, SourceError};
 use crate::core::retry::RetryPolicy;
 use crate::core::Lsn;
-use crate::lifecycle::{Dependency, SinkStartup};
+use crate::lifecycle::{self, Dependency, SinkStartup};
 use crate::pipeline::loader::RetryNote;
-use crate::spool::{Spool, SpoolOptions};
+use crate::spool::identity::ACCEPT_GAP_SETTING;
+use crate::spool::{
+    check_source, Gap, SlotFinding, SourceDecision, SourceIdentity, Spool, SpoolOptions,
+    SpoolPosition,
+};
 
 /// How long one startup attempt (connect, inspect, create publication and slot) may take.
 const ATTEMPT_LIMIT: Duration = Duration::from_secs(60);
@@ -31,39 +41,171 @@ fn startup_retry() -> RetryPolicy {
 
 /// What source setup found.
 pub(super) struct SourceReady {
-    pub(super) created_slot: bool,
+    pub(super) source: SourceIdentity,
     pub(super) slot_confirmed: Option<Lsn>,
 }
 
-/// One attempt at the source: connect, check (every problem is permanent), publication
-/// and slot (never dropped), the slot's confirmed LSN.
-async fn prepare_source(cfg: &Config) -> Result<SourceReady, SourceError> {
+/// Why one attempt at the source failed.
+enum AttemptError {
+    /// Transient or permanent, as [`SourceError::is_transient`] says.
+    Source(SourceError),
+    /// Permanent whatever PostgreSQL does: a refused spool, a spool that cannot record
+    /// its source.
+    Fatal(CliError),
+}
+
+impl From<SourceError> for AttemptError {
+    fn from(e: SourceError) -> Self {
+        AttemptError::Source(e)
+    }
+}
+
+/// What the server shows of the configured slot, from the report.
+fn slot_finding(report: &SourceReport) -> Result<SlotFinding, SourceError> {
+    let Some(slot) = &report.slot else {
+        return Ok(SlotFinding::Missing);
+    };
+    let confirmed_flush = match slot.confirmed_flush_lsn.as_deref() {
+        // A logical slot being created has none yet: it cannot have skipped anything.
+        None => Lsn::ZERO,
+        Some(text) => text.parse().map_err(|_| {
+            SourceError::Protocol(format!(
+                "slot {} has an unreadable confirmed_flush_lsn {text:?}",
+                slot.name
+            ))
+        })?,
+    };
+    Ok(SlotFinding::Present { confirmed_flush })
+}
+
+/// One attempt at the source: connect, check (every problem is permanent), decide
+/// whether this spool may be used with this source and slot (before a missing slot is
+/// created: invariant 12), publication and slot (never dropped), record the source.
+async fn prepare_source(cfg: &Config, spool: &Spool) -> Result<SourceReady, AttemptError> {
     let pg = client::connect(&cfg.source.conn).await?;
     let mut repl = ReplicationConnection::connect(&cfg.source.conn).await?;
-    let (_report, outcome) = setup::ensure(&pg, &mut repl, &cfg.source).await?;
+    let report = setup::inspect(&pg, &cfg.source).await?;
+    report.ready()?;
+    let (observed, slot) = observe_source(&mut repl, &report).await?;
+    let recorded = spool.source_identity();
+    let position = spool_position(cfg, spool);
+    let decision = check_source(
+        recorded.as_ref(),
+        position,
+        &observed,
+        slot,
+        cfg.spool.accept_slot_gap,
+    )
+    .map_err(|refused| AttemptError::Fatal(CliError::RefusedSpool(Box::new(refused))))?;
+    let outcome = setup::apply(&pg, &mut repl, &cfg.source, &report).await?;
     repl.close().await;
+    if decision.needs_bind() {
+        let (spool, id) = (spool.clone(), observed.clone());
+        tokio::task::spawn_blocking(move || spool.bind_source(&id))
+            .await
+            .map_err(|e| AttemptError::Fatal(task_failed("spool", e)))?
+            .map_err(|e| AttemptError::Fatal(CliError::Spool(e)))?;
+    }
+    report_decision(&decision, &observed, position, &outcome);
     let slot_confirmed = setup::slot_confirmed_flush(&pg, &cfg.source.slot_name).await?;
     Ok(SourceReady {
-        created_slot: outcome.created_slot,
+        source: observed,
         slot_confirmed,
     })
 }
 
+/// The source as the server shows it (IDENTIFY_SYSTEM: system identifier, timeline,
+/// database; the configured slot) and what it shows of the slot, for [`check_source`].
+pub async fn observe_source(
+    repl: &mut ReplicationConnection,
+    report: &SourceReport,
+) -> Result<(SourceIdentity, SlotFinding), SourceError> {
+    let system = repl.identify_system().await?;
+    let observed = SourceIdentity {
+        system_identifier: system.system_id,
+        database: system.dbname.unwrap_or_else(|| report.database.clone()),
+        slot: report.slot_name.clone(),
+        timeline: system.timeline,
+    };
+    Ok((observed, slot_finding(report)?))
+}
+
+/// Where the spool stands, with what was acknowledged under the configured ack policy.
+pub fn spool_position(cfg: &Config, spool: &Spool) -> SpoolPosition {
+    let mut p = spool.position();
+    p.acknowledged = lifecycle::acknowledged(cfg.pipeline.ack_policy, p.confirmed, p.resume);
+    p
+}
+
+/// Says what the source check decided; a failover and an accepted gap loudly.
+fn report_decision(
+    decision: &SourceDecision,
+    observed: &SourceIdentity,
+    position: SpoolPosition,
+    outcome: &SetupOutcome,
+) {
+    let resume = position.resume;
+    match decision {
+        SourceDecision::Proceed => {
+            info!(source = %observed, "the spool belongs to this source and its slot lines up")
+        }
+        SourceDecision::Bind => {
+            info!(source = %observed, "a new spool: recorded the source it belongs to")
+        }
+        SourceDecision::Adopt => info!(
+            source = %observed,
+            %resume,
+            "recorded the source of a spool written before sources were recorded (its slot lines up)"
+        ),
+        SourceDecision::Failover { from, to } => warn!(
+            source = %observed,
+            from_timeline = from,
+            to_timeline = to,
+            %resume,
+            "the source is on a later timeline (a failover or promotion) and its slot survived, lining up with the spool; recorded the new timeline"
+        ),
+        SourceDecision::AcceptGap(Gap::SlotMissing { resume }) => {
+            let new_slot = outcome
+                .slot_consistent_point
+                .map_or_else(|| "its consistent point".to_string(), |l| l.to_string());
+            warn!(
+                source = %observed,
+                %resume,
+                new_slot_at = %new_slot,
+                confirmed = %position.confirmed,
+                "{ACCEPT_GAP_SETTING}: the slot was missing and was created anew; changes between {resume} and {new_slot} were lost with the old slot and are NOT in the target. Re-load the affected tables if they matter, and remove ACCEPT_SLOT_GAP so that a future gap is refused"
+            )
+        }
+        SourceDecision::AcceptGap(Gap::SlotAhead {
+            resume,
+            slot_confirmed,
+        }) => warn!(
+            source = %observed,
+            %resume,
+            %slot_confirmed,
+            confirmed = %position.confirmed,
+            "{ACCEPT_GAP_SETTING}: the slot had confirmed past the spool's resume point; changes between {resume} and {slot_confirmed} are NOT in the target. Re-load the affected tables if they matter, and remove ACCEPT_SLOT_GAP so that a future gap is refused"
+        ),
+    }
+}
+
 /// Sets the source up, waiting out PostgreSQL being down or starting (transient errors,
 /// typed by [`SourceError::is_transient`]) with backoff for as long as it takes; a
-/// permanent error (credentials, privileges, wal_level, ...) ends the daemon. `None`: a
-/// signal or a Stop request came first.
+/// permanent error (credentials, privileges, wal_level, a refused spool, ...) ends the
+/// daemon. `None`: a signal or a Stop request came first.
 pub(super) async fn wait_for_source(
     cfg: &Config,
+    spool: &Spool,
     sup: &mut Supervisor,
 ) -> Result<Option<SourceReady>, CliError> {
     let mut backoff = startup_retry().backoff();
     loop {
         let attempt = async {
-            match tokio::time::timeout(ATTEMPT_LIMIT, prepare_source(cfg)).await {
+            match tokio::time::timeout(ATTEMPT_LIMIT, prepare_source(cfg, spool)).await {
                 Ok(Ok(ready)) => Ok(Ok(ready)),
-                Ok(Err(e)) if e.is_transient() => Ok(Err(e.to_string())),
-                Ok(Err(e)) => Err(e),
+                Ok(Err(AttemptError::Source(e))) if e.is_transient() => Ok(Err(e.to_string())),
+                Ok(Err(AttemptError::Source(e))) => Err(CliError::Source(e)),
+                Ok(Err(AttemptError::Fatal(e))) => Err(e),
                 Err(_) => Ok(Err(format!(
                     "PostgreSQL did not answer within {}s",
                     ATTEMPT_LIMIT.as_secs()

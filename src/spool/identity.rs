@@ -57,6 +57,14 @@ pub struct SpoolPosition {
     /// The ledger recorded at least one transaction from a slot (anything durable,
     /// loaded or confirmed, even if all of it is loaded and gone since).
     pub has_data: bool,
+    /// The furthest LSN the daemon acknowledged to PostgreSQL under its ack policy
+    /// (`confirmed` with `ACK_POLICY=loaded`, `resume` with `spooled`). Once everything
+    /// up to `resume` is acknowledged, an idle source lets the slot follow the server
+    /// past `resume` (the reader's one exception to invariant 1), so a slot ahead of
+    /// `resume` is a gap only while something durable was not acknowledged yet.
+    /// [`Spool::position`] fills in `confirmed` (the `loaded` policy); the daemon
+    /// raises it for `spooled`.
+    pub acknowledged: Lsn,
 }
 
 /// A gap: changes the source no longer has and the spool never received.
@@ -64,8 +72,9 @@ pub struct SpoolPosition {
 pub enum Gap {
     /// The slot is gone: everything after `resume` until a new slot is created is lost.
     SlotMissing { resume: Lsn },
-    /// The slot confirmed past the spool's resume point (advanced or recreated by
-    /// someone): changes between `resume` and `slot_confirmed` will not be sent.
+    /// The slot confirmed past the spool's resume point while the spool held changes
+    /// it had not acknowledged (so the slot was advanced or recreated by someone):
+    /// changes between `resume` and `slot_confirmed` will not be sent.
     SlotAhead { resume: Lsn, slot_confirmed: Lsn },
 }
 
@@ -188,7 +197,9 @@ pub enum RefusedSpool {
 ///   identity that matches, so it is adopted only when the slot lines up (present, not
 ///   past the resume point);
 /// - the slot missing while the spool has data, or the slot confirmed past the spool's
-///   resume point: refused as a gap unless `accept_gap`.
+///   resume point while not everything up to it was acknowledged: refused as a gap
+///   unless `accept_gap`. A slot past the resume point of a fully acknowledged spool is
+///   what an idle source does (the reader lets the slot follow the server): not a gap.
 // Called once at start: the size of the refusal (two identities) does not matter.
 #[allow(clippy::result_large_err)]
 pub fn check_source(
@@ -231,7 +242,9 @@ pub fn check_source(
             SlotFinding::Missing => Some(Gap::SlotMissing {
                 resume: spool.resume,
             }),
-            SlotFinding::Present { confirmed_flush } if confirmed_flush > spool.resume => {
+            SlotFinding::Present { confirmed_flush }
+                if confirmed_flush > spool.resume && spool.acknowledged < spool.resume =>
+            {
                 Some(Gap::SlotAhead {
                     resume: spool.resume,
                     slot_confirmed: confirmed_flush,
@@ -302,6 +315,7 @@ impl Spool {
             has_data: st.durable.seq > 0
                 || st.durable.end_lsn > Lsn::ZERO
                 || st.loaded.confirmed_lsn > Lsn::ZERO,
+            acknowledged: st.loaded.confirmed_lsn,
         }
     }
 }
@@ -324,6 +338,7 @@ mod tests {
             confirmed: Lsn(resume / 2),
             resume: Lsn(resume),
             has_data: true,
+            acknowledged: Lsn(resume / 2),
         }
     }
 
@@ -331,6 +346,7 @@ mod tests {
         confirmed: Lsn(0),
         resume: Lsn(0),
         has_data: false,
+        acknowledged: Lsn(0),
     };
 
     fn present(lsn: u64) -> SlotFinding {
@@ -472,6 +488,36 @@ mod tests {
                 slot_confirmed: Lsn(0x1001)
             }))
         );
+    }
+
+    #[test]
+    fn a_slot_that_followed_an_idle_source_past_a_fully_acknowledged_spool_is_no_gap() {
+        // Everything loaded and confirmed (ACK_POLICY=loaded), or everything durable
+        // acknowledged (spooled): the reader let the slot follow the server.
+        for confirmed in [0x1000, 0x800] {
+            let spool = SpoolPosition {
+                confirmed: Lsn(confirmed),
+                resume: Lsn(0x1000),
+                has_data: true,
+                acknowledged: Lsn(0x1000),
+            };
+            let d = check_source(Some(&id()), spool, &id(), present(0x5000), false);
+            assert_eq!(d, Ok(SourceDecision::Proceed));
+        }
+        // Something durable not acknowledged yet: nobody but an operator moves the slot.
+        let spool = SpoolPosition {
+            acknowledged: Lsn(0xfff),
+            ..pos(0x1000)
+        };
+        let e = check_source(Some(&id()), spool, &id(), present(0x5000), false).unwrap_err();
+        assert!(matches!(e, RefusedSpool::SlotAhead { .. }), "{e}");
+        // A missing slot is a gap however much was acknowledged.
+        let spool = SpoolPosition {
+            acknowledged: Lsn(0x1000),
+            ..pos(0x1000)
+        };
+        let e = check_source(Some(&id()), spool, &id(), SlotFinding::Missing, false).unwrap_err();
+        assert!(matches!(e, RefusedSpool::SlotMissing { .. }), "{e}");
     }
 
     #[test]

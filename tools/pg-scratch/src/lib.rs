@@ -1,6 +1,7 @@
 //! A private, throw-away PostgreSQL cluster for tests and the demo.
 //!
-//! `initdb` runs once per process into a template directory that each cluster copies;
+//! `initdb` runs once per process into a template directory that each cluster copies
+//! (or, with [`Options::own_initdb`], once for the cluster: its own system identifier);
 //! every cluster gets its own data directory, a free loopback port and a Unix socket
 //! inside its temp dir. As root, the server runs as the `postgres` user. Dropping the
 //! cluster stops the server and removes its directory, also when a test panics; the
@@ -41,6 +42,10 @@ pub struct Options {
     pub settings: Vec<(String, String)>,
     /// `wal_level` (logical by default).
     pub wal_level: String,
+    /// Run `initdb` for this cluster instead of copying the per-process template: the
+    /// cluster gets its own `system_identifier` (copies of the template share one, like
+    /// clusters restored from one base backup). Slower (an initdb per cluster).
+    pub own_initdb: bool,
 }
 
 impl Default for Options {
@@ -48,6 +53,7 @@ impl Default for Options {
         Options {
             settings: Vec::new(),
             wal_level: "logical".into(),
+            own_initdb: false,
         }
     }
 }
@@ -60,6 +66,12 @@ impl Options {
 
     pub fn wal_level(mut self, level: &str) -> Self {
         self.wal_level = level.into();
+        self
+    }
+
+    /// See [`Options::own_initdb`]: a cluster with a system identifier of its own.
+    pub fn own_initdb(mut self) -> Self {
+        self.own_initdb = true;
         self
     }
 }
@@ -161,14 +173,20 @@ fn template() -> Result<&'static Path, Error> {
 }
 
 fn make_template() -> Result<tempfile::TempDir, Error> {
-    let bin = bin_dir()?;
     let dir = tempfile::Builder::new()
         .prefix("pg-scratch-template-")
         .tempdir()
         .map_err(io_err("create template dir"))?;
     chown_to_server(dir.path())?;
-    let data = dir.path().join("data");
-    let pwfile = dir.path().join("pw");
+    initdb(dir.path())?;
+    Ok(dir)
+}
+
+/// Runs `initdb` into `<dir>/data` (`dir` owned by the server user).
+fn initdb(dir: &Path) -> Result<(), Error> {
+    let bin = bin_dir()?;
+    let data = dir.join("data");
+    let pwfile = dir.join("pw");
     std::fs::write(&pwfile, "postgres\n").map_err(io_err("write pwfile"))?;
     chown_to_server(&pwfile)?;
     let mut cmd = Command::new(bin.join("initdb"));
@@ -189,7 +207,7 @@ fn make_template() -> Result<tempfile::TempDir, Error> {
     let mut text = std::fs::read_to_string(&hba).map_err(io_err("read pg_hba.conf"))?;
     text.push_str("host replication all 127.0.0.1/32 scram-sha-256\n");
     std::fs::write(&hba, text).map_err(io_err("write pg_hba.conf"))?;
-    Ok(dir)
+    Ok(())
 }
 
 fn free_port() -> Result<u16, Error> {
@@ -204,20 +222,23 @@ impl PgCluster {
     }
 
     pub fn start_with(options: Options) -> Result<Self, Error> {
-        let template = template()?;
         let dir = tempfile::Builder::new()
             .prefix("pg-scratch-")
             .tempdir()
             .map_err(io_err("create cluster dir"))?;
         chown_to_server(dir.path())?;
-        // cp -a keeps ownership and the 0700 mode PostgreSQL insists on.
-        run(
-            Command::new("cp")
-                .arg("-a")
-                .arg(template.join("data"))
-                .arg(dir.path().join("data")),
-            "copy template cluster",
-        )?;
+        if options.own_initdb {
+            initdb(dir.path())?;
+        } else {
+            // cp -a keeps ownership and the 0700 mode PostgreSQL insists on.
+            run(
+                Command::new("cp")
+                    .arg("-a")
+                    .arg(template()?.join("data"))
+                    .arg(dir.path().join("data")),
+                "copy template cluster",
+            )?;
+        }
         let sock = dir.path().join("sock");
         std::fs::create_dir(&sock).map_err(io_err("create socket dir"))?;
         chown_to_server(&sock)?;

@@ -837,6 +837,19 @@ pub async fn ensure(
 ) -> Result<(SourceReport, SetupOutcome), SourceError> {
     let report = inspect(client, cfg).await?;
     report.ready()?;
+    let outcome = apply(client, repl, cfg, &report).await?;
+    Ok((report, outcome))
+}
+
+/// The second half of [`ensure`], for a caller that inspected the source (and checked
+/// [`SourceReport::ready`]) itself, e.g. to decide about a missing slot before it is
+/// created: creates what `report` shows missing. Never drops or removes anything.
+pub async fn apply(
+    client: &Client,
+    repl: &mut ReplicationConnection,
+    cfg: &SourceConfig,
+    report: &SourceReport,
+) -> Result<SetupOutcome, SourceError> {
     let mut outcome = SetupOutcome {
         created_publication: false,
         added_tables: Vec::new(),
@@ -926,7 +939,7 @@ pub async fn ensure(
     } else {
         info!(slot = %cfg.slot_name, "reusing existing replication slot");
     }
-    Ok((report, outcome))
+    Ok(outcome)
 }
 
 /// The slot's confirmed_flush_lsn, if the slot exists.

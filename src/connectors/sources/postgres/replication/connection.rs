@@ -27,12 +27,49 @@ trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
 /// Result of IDENTIFY_SYSTEM.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SystemInfo {
-    pub system_id: String,
+    /// The cluster's `system_identifier` (the same as `pg_control_system()`'s; a
+    /// physical standby shares its primary's).
+    pub system_id: u64,
+    /// The server's current timeline (it grows at each promotion).
     pub timeline: u32,
+    /// The current WAL flush position.
     pub xlogpos: Lsn,
+    /// The database connected to (`None` for a physical replication connection).
     pub dbname: Option<String>,
+}
+
+impl SystemInfo {
+    /// Parses IDENTIFY_SYSTEM's reply: one row of `systemid`, `timeline`, `xlogpos`,
+    /// `dbname`. Every field is checked: the identity decides whether a spool may be
+    /// used (invariant 12), so a field that does not parse is an error, not a default.
+    pub fn parse(rows: &[Vec<Option<String>>]) -> Result<SystemInfo, SourceError> {
+        let bad = |what: &str, v: Option<&str>| {
+            SourceError::Protocol(format!("IDENTIFY_SYSTEM returned a bad {what}: {v:?}"))
+        };
+        let [row] = rows else {
+            return Err(SourceError::Protocol(format!(
+                "IDENTIFY_SYSTEM returned {} rows, expected 1",
+                rows.len()
+            )));
+        };
+        let col = |i: usize| row.get(i).and_then(|c| c.as_deref());
+        let field = |i: usize, what: &str| col(i).ok_or_else(|| bad(what, None));
+        let system_id = field(0, "systemid")?;
+        let timeline = field(1, "timeline")?;
+        let xlogpos = field(2, "xlogpos")?;
+        Ok(SystemInfo {
+            system_id: system_id
+                .parse()
+                .map_err(|_| bad("systemid", Some(system_id)))?,
+            timeline: timeline
+                .parse()
+                .map_err(|_| bad("timeline", Some(timeline)))?,
+            xlogpos: xlogpos.parse().map_err(|_| bad("xlogpos", Some(xlogpos)))?,
+            dbname: col(3).map(str::to_string),
+        })
+    }
 }
 
 /// Rows of a simple query, as text.
@@ -296,21 +333,11 @@ impl ReplicationConnection {
         }
     }
 
-    /// IDENTIFY_SYSTEM.
+    /// IDENTIFY_SYSTEM: the cluster's system identifier, timeline, WAL position and
+    /// database.
     pub async fn identify_system(&mut self) -> Result<SystemInfo, SourceError> {
         let rows = self.simple_query("IDENTIFY_SYSTEM").await?;
-        let row = rows
-            .first()
-            .ok_or_else(|| SourceError::Protocol("IDENTIFY_SYSTEM returned no row".into()))?;
-        let col = |i: usize| row.get(i).cloned().flatten();
-        Ok(SystemInfo {
-            system_id: col(0).unwrap_or_default(),
-            timeline: col(1).and_then(|t| t.parse().ok()).unwrap_or(0),
-            xlogpos: col(2)
-                .and_then(|l| l.parse().ok())
-                .ok_or_else(|| SourceError::Protocol("IDENTIFY_SYSTEM: bad xlogpos".into()))?,
-            dbname: col(3),
-        })
+        SystemInfo::parse(&rows)
     }
 
     /// START_REPLICATION SLOT ... LOGICAL; on success the connection is in CopyBoth mode.
@@ -528,4 +555,65 @@ fn message_name(m: &backend::Message) -> &'static str {
 enum Incoming {
     Message(backend::Message),
     CopyBothResponse,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(cols: &[Option<&str>]) -> Vec<Vec<Option<String>>> {
+        vec![cols.iter().map(|c| c.map(str::to_string)).collect()]
+    }
+
+    #[test]
+    fn identify_system_reply_is_parsed_field_by_field() {
+        let info = SystemInfo::parse(&row(&[
+            Some("7291000000000000001"),
+            Some("3"),
+            Some("0/16B6F48"),
+            Some("app"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            info,
+            SystemInfo {
+                system_id: 7_291_000_000_000_000_001,
+                timeline: 3,
+                xlogpos: "0/16B6F48".parse().unwrap(),
+                dbname: Some("app".into()),
+            }
+        );
+        // A physical replication connection has no database.
+        let info = SystemInfo::parse(&row(&[Some("1"), Some("1"), Some("0/0"), None])).unwrap();
+        assert_eq!(info.dbname, None);
+    }
+
+    #[test]
+    fn a_bad_identify_system_reply_is_an_error_not_a_default() {
+        for (cols, what) in [
+            (
+                vec![Some("x"), Some("1"), Some("0/1"), Some("d")],
+                "systemid",
+            ),
+            (vec![Some("1"), None, Some("0/1"), Some("d")], "timeline"),
+            (
+                vec![Some("1"), Some("-1"), Some("0/1"), Some("d")],
+                "timeline",
+            ),
+            (
+                vec![Some("1"), Some("1"), Some("nope"), Some("d")],
+                "xlogpos",
+            ),
+            (vec![Some("1"), Some("1")], "xlogpos"),
+        ] {
+            let e = SystemInfo::parse(&row(&cols)).unwrap_err().to_string();
+            assert!(e.contains(what), "{cols:?}: {e}");
+        }
+        assert!(SystemInfo::parse(&[]).is_err());
+        let two = [row(&[Some("1")]), row(&[Some("2")])].concat();
+        assert!(SystemInfo::parse(&two)
+            .unwrap_err()
+            .to_string()
+            .contains("2 rows"));
+    }
 }
