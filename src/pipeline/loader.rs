@@ -523,8 +523,15 @@ impl<S: LoadSink> Loader<S> {
         if let Some(v) = window.versions.get(&id) {
             return Ok(*v);
         }
-        let v = self
-            .spool
+        let v = self.latest_version(id)?;
+        window.versions.insert(id, v);
+        Ok(v)
+    }
+
+    /// The latest schema version of a relation the spool holds (a TRUNCATE's Relation
+    /// message precedes it, so there is one).
+    fn latest_version(&self, id: RelationId) -> Result<u32, LoaderError> {
+        self.spool
             .relations()
             .into_iter()
             .filter(|(r, _, _)| *r == id)
@@ -534,9 +541,7 @@ impl<S: LoadSink> Loader<S> {
                 LoaderError::Internal(format!(
                     "TRUNCATE of relation {id} whose schema the spool does not hold"
                 ))
-            })?;
-        window.versions.insert(id, v);
-        Ok(v)
+            })
     }
 
     /// The prepared target of a relation version (prepared once per run). `None` when a
@@ -737,18 +742,7 @@ impl<S: LoadSink> Loader<S> {
                     }
                     JournalStep::Truncate { done: true, .. } => continue,
                     JournalStep::Truncate { seq, done: false } => {
-                        let v = self
-                            .spool
-                            .relations()
-                            .into_iter()
-                            .filter(|(r, _, _)| *r == id)
-                            .map(|(_, v, _)| v)
-                            .max()
-                            .ok_or_else(|| {
-                                LoaderError::Internal(format!(
-                                    "journal: TRUNCATE of relation {id} whose schema the spool does not hold"
-                                ))
-                            })?;
+                        let v = self.latest_version(id)?;
                         let rel = self.relation(id, v)?;
                         if self.prepare(id, v, control).await?.is_none() {
                             return Ok(None);

@@ -134,6 +134,33 @@ impl Report {
     }
 }
 
+impl Report {
+    /// Stops dbmazz with SIGTERM; an unclean exit is recorded.
+    async fn sigterm(&mut self, daemon: &mut Daemon) -> Result<(), String> {
+        let st = daemon.sigterm().await?;
+        self.sigterms += 1;
+        if !st.success() {
+            self.unexpected_exits.push(format!(
+                "SIGTERM ended dbmazz with {st}:\n{}",
+                daemon.log_tail()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether dbmazz exited without being told to (recorded).
+    fn exited_on_its_own(&mut self, daemon: &mut Daemon) -> bool {
+        let Some(exit) = daemon.exited() else {
+            return false;
+        };
+        self.unexpected_exits.push(format!(
+            "dbmazz exited on its own ({exit}):\n{}",
+            daemon.log_tail()
+        ));
+        true
+    }
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -279,11 +306,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     let started = Instant::now();
     while started.elapsed() < opts.duration {
         tokio::time::sleep(Duration::from_millis(rng.random_range(1500..4500))).await;
-        if let Some(exit) = daemon.exited() {
-            report.unexpected_exits.push(format!(
-                "dbmazz exited on its own ({exit}):\n{}",
-                daemon.log_tail()
-            ));
+        if report.exited_on_its_own(&mut daemon) {
             daemon.spawn(&[])?;
         }
         // Every kind of action once first (in random order), so even a short run covers
@@ -303,14 +326,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
                 daemon.spawn(&[])?;
             }
             15..=21 => {
-                let st = daemon.sigterm().await?;
-                report.sigterms += 1;
-                if !st.success() {
-                    report.unexpected_exits.push(format!(
-                        "SIGTERM ended dbmazz with {st}:\n{}",
-                        daemon.log_tail()
-                    ));
-                }
+                report.sigterm(&mut daemon).await?;
                 daemon.spawn(&[])?;
             }
             22..=29 => {
@@ -339,14 +355,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             }
             50..=54 if opts.disk_full => {
                 // A run of dbmazz whose spool storage fails with ENOSPC for a while.
-                let st = daemon.sigterm().await?;
-                report.sigterms += 1;
-                if !st.success() {
-                    report.unexpected_exits.push(format!(
-                        "SIGTERM ended dbmazz with {st}:\n{}",
-                        daemon.log_tail()
-                    ));
-                }
+                report.sigterm(&mut daemon).await?;
                 let n = rng.random_range(1..20);
                 let spec = format!("{DISK_FULL_FAILPOINT}={n}*off->8*return->off");
                 daemon.spawn(&[("FAILPOINTS", &spec)])?;
@@ -366,12 +375,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     let _ = workload.await;
     sr.clear_faults();
     pg.start_again().map_err(|e| format!("pg start: {e}"))?;
-    if let Some(exit) = daemon.exited() {
-        report.unexpected_exits.push(format!(
-            "dbmazz exited on its own ({exit}):\n{}",
-            daemon.log_tail()
-        ));
-    }
+    report.exited_on_its_own(&mut daemon);
     if daemon.child.is_none() {
         daemon.spawn(&[])?;
     }
@@ -390,11 +394,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             break;
         }
         last_diff = diffs;
-        if let Some(exit) = daemon.exited() {
-            report.unexpected_exits.push(format!(
-                "dbmazz exited on its own ({exit}):\n{}",
-                daemon.log_tail()
-            ));
+        if report.exited_on_its_own(&mut daemon) {
             daemon.spawn(&[])?;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
