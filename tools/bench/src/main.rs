@@ -65,6 +65,9 @@ struct Cli {
     /// Print the results as JSON (every run and the medians) instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also write the JSON to this file (the table still goes to stdout).
+    #[arg(long)]
+    json_out: Option<PathBuf>,
 }
 
 fn parse_kv(s: &str) -> std::result::Result<(String, String), String> {
@@ -193,15 +196,20 @@ async fn bench(cli: Cli) -> Result<()> {
         results.push(serde_json::json!({"workload": w, "runs": runs, "lines": lines}));
         all_lines.extend(lines);
     }
+    let doc = serde_json::json!({
+        "binary": binary,
+        "runs": cli.runs,
+        "scale": cli.scale,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "workloads": results,
+        "steady": steady_results,
+    });
+    if let Some(path) = &cli.json_out {
+        let text = serde_json::to_string_pretty(&doc)
+            .map_err(|e| BenchError::Other(format!("write the JSON: {e}")))?;
+        std::fs::write(path, text).ctx(format!("write {}", path.display()))?;
+    }
     if cli.json {
-        let doc = serde_json::json!({
-            "binary": binary,
-            "runs": cli.runs,
-            "scale": cli.scale,
-            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-            "workloads": results,
-            "steady": steady_results,
-        });
         serde_json::to_writer_pretty(&mut out, &doc)
             .map_err(|e| BenchError::Other(format!("write the JSON: {e}")))?;
         writeln!(out).ctx("write the JSON")?;
