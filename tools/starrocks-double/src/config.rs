@@ -37,6 +37,11 @@ pub struct DoubleConfig {
     pub legacy_put_time_key: bool,
     /// Version returned by `current_version()`.
     pub version: String,
+    /// Benchmark mode: Stream Load bodies are counted, not parsed row by row (see
+    /// `stream_load::fast`); rows are not stored, only counted per table
+    /// ([`crate::StarRocksDouble::loaded_rows`]). Auth, FE 307, headers, labels (dedup),
+    /// faults other than the row faults, and the MySQL subset work as usual.
+    pub fast_loads: bool,
 }
 
 impl Default for DoubleConfig {
@@ -57,6 +62,7 @@ impl Default for DoubleConfig {
             label_keep_max_second: 259_200,
             legacy_put_time_key: false,
             version: "3.3.5-starrocks-double".into(),
+            fast_loads: false,
         }
     }
 }

@@ -86,9 +86,11 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>, _remote: SocketAddr)
                 .dbs
                 .iter()
                 .flat_map(|(d, db)| {
-                    db.tables
-                        .iter()
-                        .map(move |(t, tb)| json!({"db": d, "table": t, "rows": tb.rows.len()}))
+                    let loaded = &st.loaded_rows;
+                    db.tables.iter().map(move |(t, tb)| {
+                        let n = loaded.get(&(d.clone(), t.clone())).copied().unwrap_or(0);
+                        json!({"db": d, "table": t, "rows": tb.rows.len(), "loaded_rows": n})
+                    })
                 })
                 .collect();
             json(StatusCode::OK, &json!(list))

@@ -204,6 +204,17 @@ impl StarRocksDouble {
             .ok_or_else(|| DoubleError::NotFound(format!("no table {db}.{table}")))
     }
 
+    /// Rows committed into a table by Stream Load since the start (deletes count too); with
+    /// `fast_loads` the only read-back there is.
+    pub fn loaded_rows(&self, db: &str, table: &str) -> u64 {
+        self.shared
+            .lock()
+            .loaded_rows
+            .get(&(db.to_string(), table.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Every Stream Load the BE handled, in order.
     pub fn loads(&self) -> Vec<LoadRecord> {
         self.shared.lock().loads.clone()

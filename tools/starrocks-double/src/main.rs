@@ -41,6 +41,10 @@ struct Args {
     /// FE `max_running_txn_num_per_db`.
     #[arg(long, default_value_t = 1000)]
     max_running_txn_num_per_db: usize,
+    /// Benchmark mode: count the rows of Stream Load bodies instead of parsing and storing
+    /// them (the control API's `/tables` shows `loaded_rows`).
+    #[arg(long)]
+    fast_loads: bool,
 }
 
 #[tokio::main]
@@ -64,6 +68,7 @@ async fn main() -> std::process::ExitCode {
         require_expect_continue: !a.no_require_expect,
         legacy_put_time_key: a.legacy_put_time_key,
         max_running_txn_num_per_db: a.max_running_txn_num_per_db,
+        fast_loads: a.fast_loads,
         ..DoubleConfig::default()
     };
     let sr = match StarRocksDouble::start(config).await {

@@ -98,6 +98,9 @@ pub struct LoadRecord {
     pub replied: bool,
     /// The response body sent (or that would have been sent).
     pub response: LoadResponse,
+    /// When the load finished (its rows visible if committed), microseconds since the Unix
+    /// epoch.
+    pub finished_at_unix_us: u64,
 }
 
 /// Mutable state behind the mutex.
@@ -110,6 +113,8 @@ pub struct State {
     /// Error logs by file name (bounded).
     pub error_logs: HashMap<String, String>,
     error_order: VecDeque<String>,
+    /// Rows committed per (database, table), in both modes (deletes count too).
+    pub loaded_rows: HashMap<(String, String), u64>,
 }
 
 const MAX_ERROR_LOGS: usize = 1000;
@@ -126,6 +131,14 @@ impl State {
             }
         }
         file
+    }
+
+    /// Counts rows committed into a table.
+    pub fn add_loaded_rows(&mut self, db: &str, table: &str, rows: u64) {
+        *self
+            .loaded_rows
+            .entry((db.to_string(), table.to_string()))
+            .or_default() += rows;
     }
 
     /// Appends a load record.

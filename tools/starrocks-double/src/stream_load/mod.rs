@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod body;
+pub mod fast;
 pub mod headers;
 pub mod response;
 
@@ -66,6 +67,13 @@ fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
 
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
 struct Ctx {
     shared: Arc<Shared>,
     db: String,
@@ -88,6 +96,7 @@ impl Ctx {
             committed,
             replied,
             response: resp.clone(),
+            finished_at_unix_us: unix_us(),
         };
         self.shared.lock().record_load(rec);
         tracing::debug!(label = %self.label, status = %resp.status, message = %resp.message, "stream load");
@@ -367,6 +376,17 @@ async fn process(
         None => body.to_vec(),
     };
     let is_json = format == Format::Json;
+    if shared.config.fast_loads && plan.json_root.is_none() {
+        let counted = if is_json {
+            fast::count_json_rows(&data, plan.strip_outer_array)
+        } else {
+            Ok(fast::count_csv_rows(&data, &plan))
+        };
+        return match counted {
+            Ok(n) => fast_commit(&ctx, &begun, n, base(status::SUCCESS, "OK".into())),
+            Err(m) => fail(m),
+        };
+    }
     // Row faults: filtered rows (within the ratio check, or committed anyway), lost rows.
     let row_fault = shared.faults.take(|f| match f {
         Fault::FilterRows { .. } | Fault::FilteredSuccess { .. } | Fault::LoseRows { .. } => {
@@ -520,6 +540,32 @@ async fn process(
     }
 }
 
+/// Fast mode: commits a counted load (label VISIBLE, rows counted, none stored).
+fn fast_commit(ctx: &Ctx, begun: &Begun, rows: u64, mut resp: LoadResponse) -> Outcome {
+    {
+        let mut st = ctx.shared.lock();
+        let Some(dbo) = st.catalog.dbs.get_mut(&ctx.db) else {
+            drop(st);
+            let m = format!("unknown database, database={}", ctx.db);
+            ctx.abort(begun.txn, &m);
+            return Outcome::Reply {
+                resp: ctx.finish(LoadResponse::fail(begun.txn, &ctx.label, m), false, true),
+                close: false,
+            };
+        };
+        dbo.labels
+            .set_state(&ctx.label, begun.txn, TxnState::Visible, "");
+        st.add_loaded_rows(&ctx.db, &ctx.table, rows);
+    }
+    ctx.shared.mark_dirty();
+    resp.number_total_rows = rows;
+    resp.number_loaded_rows = rows;
+    Outcome::Reply {
+        resp: ctx.finish(resp, true, true),
+        close: false,
+    }
+}
+
 /// Applies the rows atomically and marks the label VISIBLE (or COMMITTED, then VISIBLE
 /// after `visible_after_ms`).
 fn commit(
@@ -548,6 +594,7 @@ fn commit(
             apply::apply(t, &rows, plan.merge_condition);
             dbo.labels
                 .set_state(&ctx.label, begun.txn, TxnState::Visible, "");
+            st.add_loaded_rows(&ctx.db, &ctx.table, rows.len() as u64);
         } else {
             dbo.labels
                 .set_state(&ctx.label, begun.txn, TxnState::Committed, "");
@@ -571,6 +618,7 @@ fn commit(
                     apply::apply(t, &rows, mc);
                 }
                 dbo.labels.set_state(&label, txn, TxnState::Visible, "");
+                st.add_loaded_rows(&db, &table, rows.len() as u64);
             }
             drop(st);
             shared.mark_dirty();
