@@ -49,7 +49,11 @@ fn txn(k: u64) -> (Vec<ReaderEvent>, u64) {
             relation: 1,
             lsn: Lsn(base + i),
             op: ChangeOp::Insert {
-                new: vec![Value::Text(id), Value::Text(text), Value::Text(n)],
+                new: vec![
+                    Value::Text(id.into()),
+                    Value::Text(text.into()),
+                    Value::Text(n.into()),
+                ],
             },
         }));
     }

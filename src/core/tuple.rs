@@ -41,8 +41,8 @@ impl ValueRef<'_> {
         match self {
             ValueRef::Null => Value::Null,
             ValueRef::UnchangedToast => Value::UnchangedToast,
-            ValueRef::Text(b) => Value::Text(b.to_vec()),
-            ValueRef::Binary(b) => Value::Binary(b.to_vec()),
+            ValueRef::Text(b) => Value::text(b),
+            ValueRef::Binary(b) => Value::binary(b),
         }
     }
 }
@@ -234,9 +234,20 @@ impl RawTuple {
         self.iter().nth(i)
     }
 
-    /// Owned copies of every column (tests, inspection).
+    /// Every column as a [`Value`] sharing this tuple's bytes (no copy of the data).
     pub fn to_values(&self) -> Vec<Value> {
-        self.iter().map(ValueRef::to_value).collect()
+        let mut out = Vec::with_capacity(self.len());
+        let mut it = self.iter();
+        while let Some((v, off, len)) = it.next_span() {
+            let (off, len) = (off as usize, len as usize);
+            out.push(match v {
+                ValueRef::Null => Value::Null,
+                ValueRef::UnchangedToast => Value::UnchangedToast,
+                ValueRef::Text(_) => Value::Text(self.bytes.slice(off..off + len)),
+                ValueRef::Binary(_) => Value::Binary(self.bytes.slice(off..off + len)),
+            });
+        }
+        out
     }
 }
 
@@ -333,11 +344,11 @@ mod tests {
 
     fn sample() -> Vec<Value> {
         vec![
-            Value::Text(b"1".to_vec()),
+            Value::Text(b"1".to_vec().into()),
             Value::Null,
             Value::UnchangedToast,
-            Value::Binary(vec![0, 1, 2]),
-            Value::Text(Vec::new()),
+            Value::Binary(vec![0, 1, 2].into()),
+            Value::Text(Vec::new().into()),
         ]
     }
 

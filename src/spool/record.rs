@@ -632,7 +632,7 @@ mod tests {
     }
 
     fn t(s: &str) -> Value {
-        Value::Text(s.as_bytes().to_vec())
+        Value::Text(s.as_bytes().to_vec().into())
     }
 
     fn samples() -> Vec<SpoolRecord> {
@@ -645,7 +645,10 @@ mod tests {
                 new: vec![t("1"), Value::UnchangedToast],
             }),
             change(ChangeOp::Update {
-                old: Some((OldKind::Full, vec![t("0"), Value::Binary(vec![1, 2])])),
+                old: Some((
+                    OldKind::Full,
+                    vec![t("0"), Value::Binary(vec![1, 2].into())],
+                )),
                 new: vec![t("1"), t("")],
             }),
             change(ChangeOp::Delete {

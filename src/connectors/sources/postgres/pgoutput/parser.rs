@@ -428,10 +428,8 @@ impl<'a> Cursor<'a> {
             values.push(match kind {
                 tuple_kind::NULL => Value::Null,
                 tuple_kind::UNCHANGED_TOAST => Value::UnchangedToast,
-                tuple_kind::TEXT => Value::Text(self.sized_bytes("text value length")?.to_vec()),
-                tuple_kind::BINARY => {
-                    Value::Binary(self.sized_bytes("binary value length")?.to_vec())
-                }
+                tuple_kind::TEXT => Value::text(self.sized_bytes("text value length")?),
+                tuple_kind::BINARY => Value::binary(self.sized_bytes("binary value length")?),
                 other => return Err(self.invalid_byte("tuple column kind", off, other)),
             });
         }
@@ -470,7 +468,7 @@ mod tests {
     }
 
     fn text(s: &str) -> Value {
-        Value::Text(s.as_bytes().to_vec())
+        Value::Text(s.as_bytes().to_vec().into())
     }
 
     #[test]
@@ -658,7 +656,7 @@ mod tests {
                     text("42"),
                     Value::Null,
                     Value::UnchangedToast,
-                    Value::Binary(vec![0x00, 0xFF, 0x0A]),
+                    Value::Binary(vec![0x00, 0xFF, 0x0A].into()),
                 ],
             },
         );
@@ -1015,7 +1013,7 @@ mod tests {
             xid: Some(3),
             relation: 1,
             old: Some((OldKind::Key, vec![text("k")])),
-            new: vec![text("n"), Value::Binary(vec![1])],
+            new: vec![text("n"), Value::Binary(vec![1].into())],
         });
         for cut in 0..full.len() {
             assert!(parse(&full[..cut], true).is_err(), "prefix {cut} parsed");
