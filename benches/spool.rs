@@ -84,6 +84,8 @@ struct Run {
     framed: u64,
     secs: f64,
     disk: u64,
+    /// Reading every record back (what the loader does before planning).
+    read_secs: f64,
 }
 
 fn run(name: &str, txns: u64, flush_every: u64) -> Run {
@@ -112,7 +114,18 @@ fn run(name: &str, txns: u64, flush_every: u64) -> Run {
     spool.flush().expect("flush");
     let secs = t0.elapsed().as_secs_f64();
     let st = spool.stats();
+    let t1 = Instant::now();
+    let (mut from, mut read) = (0, 0u64);
+    loop {
+        let recs = spool.read_from(from, 10_000).expect("read");
+        let Some((last, _)) = recs.last() else { break };
+        from = last + 1;
+        read += recs.len() as u64;
+    }
+    let read_secs = t1.elapsed().as_secs_f64();
+    assert_eq!(read, st.pending_records);
     Run {
+        read_secs,
         name: name.to_string(),
         records: st.pending_records,
         payload,
@@ -128,11 +141,16 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let runs = [
-        run("flush per transaction", 2_000, 1),
-        run("group commit (100 txns/flush)", big, 100),
-        run("group commit (1000 txns/flush)", big, 1000),
-    ];
+    // SPOOL_BENCH_ONLY_GROUP=1: only the 1000-transaction group commit (for `perf stat`).
+    let runs = if std::env::var_os("SPOOL_BENCH_ONLY_GROUP").is_some() {
+        vec![run("group commit (1000 txns/flush)", big, 1000)]
+    } else {
+        vec![
+            run("flush per transaction", 2_000, 1),
+            run("group commit (100 txns/flush)", big, 100),
+            run("group commit (1000 txns/flush)", big, 1000),
+        ]
+    };
     let _ = writeln!(
         out,
         "spool append benchmark ({CHANGES_PER_TXN} changes/txn, ~{VALUE_BYTES} B values)"
@@ -140,7 +158,7 @@ fn main() {
     for r in &runs {
         let _ = writeln!(
             out,
-            "{:<32} {:>9} records in {:>6.2}s: {:>9.0} records/s, {:>6.1} MB/s payload ({:>6.1} MB/s framed); disk {:.2} B per payload byte ({:.2} per framed byte)",
+            "{:<32} {:>9} records in {:>6.2}s: {:>9.0} records/s, {:>6.1} MB/s payload ({:>6.1} MB/s framed); disk {:.2} B per payload byte ({:.2} per framed byte); read back {:>9.0} records/s",
             r.name,
             r.records,
             r.secs,
@@ -149,6 +167,7 @@ fn main() {
             r.framed as f64 / 1e6 / r.secs,
             r.disk as f64 / r.payload as f64,
             r.disk as f64 / r.framed as f64,
+            r.records as f64 / r.read_secs,
         );
     }
     let _ = writeln!(
