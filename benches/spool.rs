@@ -2,8 +2,36 @@
 //! commit, peak RSS (VmHWM) and bytes on disk per byte of payload.
 //! Run with `cargo bench --bench spool` (SPOOL_BENCH_TXNS scales the group-commit run).
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+/// Counts allocations (a build-independent measure of the per-record work).
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        System.alloc(l)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        System.dealloc(p, l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        System.realloc(p, l, n)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocs() -> u64 {
+    ALLOCS.load(Ordering::Relaxed)
+}
 
 use dbmazz::core::*;
 use dbmazz::spool::{dir_bytes, Spool, SpoolOptions};
@@ -49,7 +77,11 @@ fn txn(k: u64) -> (Vec<ReaderEvent>, u64) {
             relation: 1,
             lsn: Lsn(base + i),
             op: ChangeOp::Insert {
-                new: vec![Value::Text(id), Value::Text(text), Value::Text(n)],
+                new: vec![
+                    Value::Text(id.into()),
+                    Value::Text(text.into()),
+                    Value::Text(n.into()),
+                ],
             },
         }));
     }
@@ -80,6 +112,11 @@ struct Run {
     framed: u64,
     secs: f64,
     disk: u64,
+    /// Reading every record back (what the loader does before planning).
+    read_secs: f64,
+    /// Allocations while appending (events built by the benchmark excluded) and reading.
+    append_allocs: u64,
+    read_allocs: u64,
 }
 
 fn run(name: &str, txns: u64, flush_every: u64) -> Run {
@@ -96,19 +133,37 @@ fn run(name: &str, txns: u64, flush_every: u64) -> Run {
         .append(&ReaderEvent::Relation(relation()))
         .expect("relation");
     let mut payload = 0;
+    let mut append_allocs = 0;
     let t0 = Instant::now();
     for k in 1..=txns {
         let (ev, p) = txn(k);
         payload += p;
+        let a0 = allocs();
         spool.append_all(&ev).expect("append");
         if k % flush_every == 0 {
             spool.flush().expect("flush");
         }
+        append_allocs += allocs() - a0;
     }
     spool.flush().expect("flush");
     let secs = t0.elapsed().as_secs_f64();
     let st = spool.stats();
+    let t1 = Instant::now();
+    let a1 = allocs();
+    let (mut from, mut read) = (0, 0u64);
+    loop {
+        let recs = spool.read_from(from, 10_000).expect("read");
+        let Some((last, _)) = recs.last() else { break };
+        from = last + 1;
+        read += recs.len() as u64;
+    }
+    let read_secs = t1.elapsed().as_secs_f64();
+    let read_allocs = allocs() - a1;
+    assert_eq!(read, st.pending_records);
     Run {
+        read_secs,
+        append_allocs,
+        read_allocs,
         name: name.to_string(),
         records: st.pending_records,
         payload,
@@ -124,11 +179,16 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let runs = [
-        run("flush per transaction", 2_000, 1),
-        run("group commit (100 txns/flush)", big, 100),
-        run("group commit (1000 txns/flush)", big, 1000),
-    ];
+    // SPOOL_BENCH_ONLY_GROUP=1: only the 1000-transaction group commit (for `perf stat`).
+    let runs = if std::env::var_os("SPOOL_BENCH_ONLY_GROUP").is_some() {
+        vec![run("group commit (1000 txns/flush)", big, 1000)]
+    } else {
+        vec![
+            run("flush per transaction", 2_000, 1),
+            run("group commit (100 txns/flush)", big, 100),
+            run("group commit (1000 txns/flush)", big, 1000),
+        ]
+    };
     let _ = writeln!(
         out,
         "spool append benchmark ({CHANGES_PER_TXN} changes/txn, ~{VALUE_BYTES} B values)"
@@ -136,7 +196,7 @@ fn main() {
     for r in &runs {
         let _ = writeln!(
             out,
-            "{:<32} {:>9} records in {:>6.2}s: {:>9.0} records/s, {:>6.1} MB/s payload ({:>6.1} MB/s framed); disk {:.2} B per payload byte ({:.2} per framed byte)",
+            "{:<32} {:>9} records in {:>6.2}s: {:>9.0} records/s, {:>6.1} MB/s payload ({:>6.1} MB/s framed); disk {:.2} B per payload byte ({:.2} per framed byte); read back {:>9.0} records/s; allocations per record: {:.1} appending, {:.1} reading",
             r.name,
             r.records,
             r.secs,
@@ -145,6 +205,9 @@ fn main() {
             r.framed as f64 / 1e6 / r.secs,
             r.disk as f64 / r.payload as f64,
             r.disk as f64 / r.framed as f64,
+            r.records as f64 / r.read_secs,
+            r.append_allocs as f64 / r.records as f64,
+            r.read_allocs as f64 / r.records as f64,
         );
     }
     let _ = writeln!(

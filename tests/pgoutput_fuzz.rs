@@ -27,8 +27,8 @@ fn value() -> impl Strategy<Value = Value> {
     prop_oneof![
         Just(Value::Null),
         Just(Value::UnchangedToast),
-        bytes(12).prop_map(Value::Text),
-        bytes(12).prop_map(Value::Binary),
+        bytes(12).prop_map(|b| Value::Text(b.into())),
+        bytes(12).prop_map(|b| Value::Binary(b.into())),
     ]
 }
 
@@ -299,7 +299,7 @@ fn corpus_dir() -> PathBuf {
 /// One seed per message kind (and per in-stream variant); file names ending in `_stream`
 /// hold messages that are parsed inside a stream segment.
 fn seeds() -> Vec<(&'static str, PgOutputMessage)> {
-    let t = |s: &str| Value::Text(s.as_bytes().to_vec());
+    let t = |s: &str| Value::Text(s.as_bytes().to_vec().into());
     vec![
         (
             "begin",
@@ -398,7 +398,7 @@ fn seeds() -> Vec<(&'static str, PgOutputMessage)> {
                     t("1"),
                     Value::Null,
                     Value::UnchangedToast,
-                    Value::Binary(vec![0, 1, 2, 0xFF]),
+                    Value::Binary(vec![0, 1, 2, 0xFF].into()),
                 ],
             },
         ),
@@ -790,7 +790,7 @@ proptest! {
         use dbmazz::core::{Change, ChangeOp, CommitInfo, ReaderEvent};
         let mut wire: Vec<PgOutputMessage> = Vec::new();
         let mut expected: Vec<ReaderEvent> = Vec::new();
-        let row = |i: usize| vec![Value::Text(i.to_string().into_bytes())];
+        let row = |i: usize| vec![Value::Text(i.to_string().into_bytes().into())];
         for b in &blocks {
             match b {
                 Block::Plain { xid, n } => {

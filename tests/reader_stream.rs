@@ -129,7 +129,7 @@ fn commits(evs: &[ReaderEvent]) -> Vec<CommitInfo> {
 
 fn text(v: &Value) -> String {
     match v {
-        Value::Text(b) => String::from_utf8(b.clone()).unwrap(),
+        Value::Text(b) => String::from_utf8(b.to_vec()).unwrap(),
         other => panic!("expected text, got {other:?}"),
     }
 }
@@ -326,7 +326,7 @@ async fn streams_large_transactions_and_messages_under_protocol_2() {
     .unwrap();
     let evs = r
         .collect_until(Duration::from_secs(30), |e| {
-            e.iter().any(|e| matches!(e, ReaderEvent::Change(c) if matches!(&c.op, ChangeOp::Insert{new} if new[0] == Value::Text(b"9999".to_vec()))))
+            e.iter().any(|e| matches!(e, ReaderEvent::Change(c) if matches!(&c.op, ChangeOp::Insert{new} if new[0] == Value::Text(b"9999".to_vec().into()))))
                 && commits(e).len() >= 2
         })
         .await;

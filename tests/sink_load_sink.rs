@@ -288,9 +288,9 @@ async fn a_success_with_filtered_rows_reaches_the_loader_as_a_rejection() {
             seq: i,
             op: RowOp::Upsert,
             values: vec![
-                (0, Value::Text(i.to_string().into_bytes())),
-                (1, Value::Text(b"1".to_vec())),
-                (2, Value::Text(format!("v{i}").into_bytes())),
+                (0, Value::Text(i.to_string().into_bytes().into())),
+                (1, Value::Text(b"1".to_vec().into())),
+                (2, Value::Text(format!("v{i}").into_bytes().into())),
             ],
         })
         .collect();

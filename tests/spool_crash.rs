@@ -44,8 +44,8 @@ fn txn_events(k: u64) -> Vec<ReaderEvent> {
         let mut c = insert(xid, 1, k * 100 + i, &payload(k, i));
         c.op = ChangeOp::Insert {
             new: vec![
-                Value::Text(k.to_string().into_bytes()),
-                Value::Text(payload(k, i).into_bytes()),
+                Value::Text(k.to_string().into_bytes().into()),
+                Value::Text(payload(k, i).into_bytes().into()),
             ],
         };
         ReaderEvent::Change(c)
@@ -151,7 +151,10 @@ fn check(dir: &Path, reported: u64) -> u64 {
                 let ChangeOp::Insert { new } = &change.op else {
                     panic!("not an insert")
                 };
-                assert_eq!(new[1], Value::Text(payload(expect_k, i).into_bytes()));
+                assert_eq!(
+                    new[1],
+                    Value::Text(payload(expect_k, i).into_bytes().into())
+                );
                 i += 1;
             }
             SpoolRecord::Commit(c) => {

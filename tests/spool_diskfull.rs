@@ -49,12 +49,17 @@ fn enospc_sticks_until_the_writer_reopens_and_appends_again() {
     s.flush().unwrap();
     s.append_all(&numbered_txn(4)).unwrap();
     sim.set_disk_full(true);
-    let e = s.append_all(&numbered_txn(5)).unwrap_err();
+    // Records wait in the writer's block; the full disk shows when the block is written
+    // (here at the flush, at the latest).
+    let e = s
+        .append_all(&numbered_txn(5))
+        .and_then(|_| s.flush().map(|_| ()))
+        .unwrap_err();
     assert!(e.is_disk_full(), "{e}");
     assert!(s.stats().disk_full);
     sim.set_disk_full(false);
     // Space is back, but the handle that saw ENOSPC keeps failing (sled's sticky error).
-    let e = s.append_all(&numbered_txn(5)).unwrap_err();
+    let e = s.flush().unwrap_err();
     assert!(e.is_disk_full(), "sticky: {e}");
     sim.set_disk_full(true);
     assert!(
@@ -179,7 +184,9 @@ async fn the_writer_recovers_from_a_disk_filling_up_at_every_step() {
         while writer_run(fill_at, 16, max_bytes, false).await {
             fill_at += 1;
         }
-        assert!(fill_at > 100, "the workload made {fill_at} storage calls");
+        // One stored block per group commit (or per full block / segment), so fewer
+        // calls than records; still every kind of call is hit.
+        assert!(fill_at > 60, "the workload made {fill_at} storage calls");
     }
 }
 

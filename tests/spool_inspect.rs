@@ -239,10 +239,18 @@ fn verify_fails_and_names_the_sequence_of_a_corrupt_record() {
             .segment_size(8 << 20)
             .open()
             .unwrap();
+        // One flush: records 1..=12 are one block, keyed 1. Records 1..=3 are loaded,
+        // so verify names 4, the first pending record of the damaged block.
         let log = db.open_tree("log").unwrap();
-        let mut v = log.get(5u64.to_be_bytes()).unwrap().unwrap().to_vec();
-        v[6] ^= 0xff;
-        log.insert(5u64.to_be_bytes(), v).unwrap();
+        let (k, v) = log
+            .range(..=5u64.to_be_bytes())
+            .next_back()
+            .unwrap()
+            .unwrap();
+        assert_eq!(&k[..], &1u64.to_be_bytes());
+        let mut v = v.to_vec();
+        v[40] ^= 0xff;
+        log.insert(k, v).unwrap();
         db.flush().unwrap();
     }
     let args = SpoolArgs {
@@ -252,12 +260,12 @@ fn verify_fails_and_names_the_sequence_of_a_corrupt_record() {
     };
     let mut out = Vec::new();
     match run(&args, &mut out) {
-        Err(SpoolError::Corrupt { seq: 5, .. }) => {}
-        other => panic!("expected a verify failure at 5, got {other:?}"),
+        Err(SpoolError::Corrupt { seq: 4, .. }) => {}
+        other => panic!("expected a verify failure at 4, got {other:?}"),
     }
     let text = String::from_utf8(out).unwrap();
     assert!(
-        text.contains("1 problem(s)") && text.contains("seq 5:"),
+        text.contains("1 problem(s)") && text.contains("seq 4:") && text.contains("CRC"),
         "{text}"
     );
     // show of the corrupt record fails loudly too.

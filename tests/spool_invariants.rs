@@ -274,23 +274,29 @@ fn unknown_format_version_and_a_held_lock_are_clear_errors() {
     let s = open(dir.path());
     assert_eq!(s.id(), id, "the spool id survives a reopen");
     drop(s);
-    // Rewrite the format version with sled directly (what a future version would do).
-    {
-        let db = sled::Config::new()
-            .path(dir.path().join("meta"))
-            .segment_size(8 << 20)
-            .open()
-            .unwrap();
-        db.insert("format_version", &99u32.to_be_bytes()).unwrap();
-        db.flush().unwrap();
-    }
-    match Spool::open(dir.path(), small_opts()) {
-        Err(SpoolError::UnsupportedFormat {
-            found: 99,
-            supported: 1,
-            ..
-        }) => {}
-        Err(e) => panic!("expected UnsupportedFormat, got {e}"),
-        Ok(_) => panic!("opened a spool of an unknown format"),
+    // Rewrite the format version with sled directly: 99 is what a future version would
+    // write, 1 a spool of one record per key (before issue 10's blocks).
+    for version in [99u32, 1] {
+        {
+            let db = sled::Config::new()
+                .path(dir.path().join("meta"))
+                .segment_size(8 << 20)
+                .open()
+                .unwrap();
+            db.insert("format_version", &version.to_be_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        match Spool::open(dir.path(), small_opts()) {
+            Err(
+                e @ SpoolError::UnsupportedFormat {
+                    found, supported, ..
+                },
+            ) => {
+                assert_eq!((found, supported), (version, dbmazz::spool::FORMAT_VERSION));
+                assert!(e.to_string().contains("drain it with the version"), "{e}");
+            }
+            Err(e) => panic!("expected UnsupportedFormat, got {e}"),
+            Ok(_) => panic!("opened a spool of format {version}"),
+        }
     }
 }

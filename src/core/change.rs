@@ -1,8 +1,11 @@
 //! Typed changes as they leave the reader and enter the spool.
 //!
-//! These types are the contract between the reader, the spool and the loader. They are
-//! serialised with bincode inside the spool, so changing them needs a spool format bump.
+//! These types are the contract between the reader, the spool and the loader. The spool
+//! stores changes in its own binary form (`spool::record`, row images as pgoutput
+//! TupleData), so changing what a change carries needs a spool format bump. Values are
+//! shared bytes (`bytes::Bytes`): the loader's values are slices of the spool's blocks.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::Lsn;
@@ -88,10 +91,38 @@ pub enum Value {
     /// An unchanged TOASTed value that the server did not send (`u`): the loader must not
     /// overwrite the target column with anything.
     UnchangedToast,
-    /// The value in PostgreSQL's text output format (`t`), in the server encoding.
-    Text(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The value in PostgreSQL's text output format (`t`), in the server encoding. Shared
+    /// bytes: decoded from the spool it is a slice of the stored block (no copy), and
+    /// cloning it (the planner does) is a reference count, not an allocation.
+    Text(#[serde(with = "shared_bytes")] Bytes),
     /// The value in binary format (`b`), only if binary transfer was requested.
-    Binary(#[serde(with = "serde_bytes")] Vec<u8>),
+    Binary(#[serde(with = "shared_bytes")] Bytes),
+}
+
+impl Value {
+    /// A text value (copies `b`; tests and tools).
+    pub fn text(b: impl AsRef<[u8]>) -> Value {
+        Value::Text(Bytes::copy_from_slice(b.as_ref()))
+    }
+
+    /// A binary value (copies `b`; tests and tools).
+    pub fn binary(b: impl AsRef<[u8]>) -> Value {
+        Value::Binary(Bytes::copy_from_slice(b.as_ref()))
+    }
+}
+
+/// serde for [`Bytes`] as a byte string (like `serde_bytes` for `Vec<u8>`).
+mod shared_bytes {
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(b)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        serde_bytes::ByteBuf::deserialize(d).map(|b| Bytes::from(b.into_vec()))
+    }
 }
 
 impl std::fmt::Debug for Value {

@@ -375,7 +375,7 @@ mod tests {
     }
 
     fn t(s: &str) -> Value {
-        Value::Text(s.as_bytes().to_vec())
+        Value::Text(s.as_bytes().to_vec().into())
     }
 
     fn change(op: ChangeOp) -> Change {

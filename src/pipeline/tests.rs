@@ -187,7 +187,7 @@ fn rel() -> Relation {
 }
 
 fn t(s: &str) -> Value {
-    Value::Text(s.as_bytes().to_vec())
+    Value::Text(s.as_bytes().to_vec().into())
 }
 
 /// Appends one transaction of `ops` and returns its commit end LSN.

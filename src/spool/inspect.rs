@@ -16,7 +16,7 @@ use serde_json::{json, Value as Json};
 use tracing::{debug, warn};
 
 use super::error::{Result, SpoolError};
-use super::record::{key_seq, seq_key, unframe, SpoolRecord};
+use super::record::{decode_record, key_seq, seq_key, Block, SpoolRecord};
 use super::{lock, Spool};
 use crate::core::{ChangeOp, OldKind, Tuple, Value};
 
@@ -110,6 +110,8 @@ impl Spool {
         let mut txn_first = expected;
         let mut txn_changes = 0u64;
         let mut in_txn_unknown_start = true;
+        // After an unreadable block, the gap up to the next block is that block's.
+        let mut after_bad_block = false;
         for (first, _) in firsts {
             let seg = match self.segment(first) {
                 Ok(s) => s,
@@ -123,7 +125,12 @@ impl Spool {
                 }
             };
             let start = expected.max(first);
-            let (lo, hi) = (seq_key(start), seq_key(durable));
+            // Start at the block holding `start` (keyed at or before it).
+            let lo = match seg.log.floor(&seq_key(start)) {
+                Ok(Some((k, _))) => k,
+                _ => seq_key(start).to_vec(),
+            };
+            let hi = seq_key(durable);
             for kv in seg.log.range(
                 std::ops::Bound::Included(&lo[..]),
                 std::ops::Bound::Included(&hi[..]),
@@ -135,79 +142,105 @@ impl Spool {
                         break;
                     }
                 };
-                let seq = match key_seq(&k) {
+                let block_first = match key_seq(&k) {
                     Ok(s) => s,
                     Err(e) => {
                         problem(&mut rep, expected, e.to_string());
                         continue;
                     }
                 };
-                if seq != expected {
+                let block = match Block::parse(block_first, bytes::Bytes::from(v)) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        problem(&mut rep, block_first.max(expected), reason_of(e));
+                        in_txn_unknown_start = true;
+                        after_bad_block = true;
+                        txn_changes = 0;
+                        continue;
+                    }
+                };
+                if block.last_seq() < expected {
+                    continue;
+                }
+                if block_first > expected && !after_bad_block {
                     problem(
                         &mut rep,
                         expected,
-                        format!("records {expected}..{} missing", seq - 1),
+                        format!("records {expected}..{} missing", block_first - 1),
                     );
                     in_txn_unknown_start = true;
+                    txn_changes = 0;
                 }
-                expected = seq + 1;
-                rep.checked += 1;
-                match unframe::<SpoolRecord>(seq, &v) {
-                    Err(e) => {
-                        problem(&mut rep, seq, reason_of(e));
-                        in_txn_unknown_start = true;
+                after_bad_block = false;
+                let index = match seg.txns.get(&k) {
+                    Ok(Some(iv)) => match seg.commits_of(block_first, &iv) {
+                        Ok(c) => Ok(c),
+                        Err(e) => Err(format!("commit index unreadable: {}", reason_of(e))),
+                    },
+                    Ok(None) => Ok(Vec::new()),
+                    Err(e) => Err(format!("commit index unreadable: {e}")),
+                };
+                for (seq, rec) in block.records_from(expected.max(block_first)) {
+                    if seq > durable {
+                        break;
                     }
-                    Ok(SpoolRecord::Change {
-                        rel_version,
-                        change,
-                    }) => {
-                        if txn_changes == 0 {
-                            txn_first = seq;
+                    expected = seq + 1;
+                    rep.checked += 1;
+                    match decode_record(seq, &rec) {
+                        Err(e) => {
+                            problem(&mut rep, seq, reason_of(e));
+                            in_txn_unknown_start = true;
                         }
-                        txn_changes += 1;
-                        if self.relation(change.relation, rel_version).is_err() {
-                            problem(
-                                &mut rep,
-                                seq,
-                                format!(
-                                    "relation {} version {rel_version} is not in the spool",
-                                    change.relation
-                                ),
-                            );
-                        }
-                    }
-                    Ok(SpoolRecord::Commit(c)) => {
-                        if !in_txn_unknown_start
-                            && (c.changes != txn_changes
-                                || (txn_changes > 0 && c.first_seq != txn_first))
-                        {
-                            problem(
-                                &mut rep,
-                                seq,
-                                format!(
-                                    "commit says {} changes from {}, log has {txn_changes} from {txn_first}",
-                                    c.changes, c.first_seq
-                                ),
-                            );
-                        }
-                        match seg.txns.get(&seq_key(seq)) {
-                            Ok(Some(iv)) if iv == v => {}
-                            Ok(_) => problem(
-                                &mut rep,
-                                seq,
-                                "commit missing from the commit index".into(),
-                            ),
-                            Err(e) => {
-                                problem(&mut rep, seq, format!("commit index unreadable: {e}"))
+                        Ok(SpoolRecord::Change {
+                            rel_version,
+                            change,
+                        }) => {
+                            if txn_changes == 0 {
+                                txn_first = seq;
+                            }
+                            txn_changes += 1;
+                            if self.relation(change.relation, rel_version).is_err() {
+                                problem(
+                                    &mut rep,
+                                    seq,
+                                    format!(
+                                        "relation {} version {rel_version} is not in the spool",
+                                        change.relation
+                                    ),
+                                );
                             }
                         }
-                        txn_changes = 0;
-                        in_txn_unknown_start = false;
+                        Ok(SpoolRecord::Commit(c)) => {
+                            if !in_txn_unknown_start
+                                && (c.changes != txn_changes
+                                    || (txn_changes > 0 && c.first_seq != txn_first))
+                            {
+                                problem(
+                                    &mut rep,
+                                    seq,
+                                    format!(
+                                        "commit says {} changes from {}, log has {txn_changes} from {txn_first}",
+                                        c.changes, c.first_seq
+                                    ),
+                                );
+                            }
+                            match &index {
+                                Ok(list) if list.iter().any(|(s, r)| *s == seq && *r == c) => {}
+                                Ok(_) => problem(
+                                    &mut rep,
+                                    seq,
+                                    "commit missing from the commit index".into(),
+                                ),
+                                Err(e) => problem(&mut rep, seq, e.clone()),
+                            }
+                            txn_changes = 0;
+                            in_txn_unknown_start = false;
+                        }
                     }
                 }
             }
         }
-        if expected <= durable {
+        if expected <= durable && !after_bad_block {
             problem(
                 &mut rep,
                 expected,

@@ -32,13 +32,17 @@ pub use identity::{
     check_source, Gap, RefusedSpool, SlotFinding, SourceDecision, SourceIdentity, SpoolPosition,
 };
 pub use meta::{Counters, DurableMark, LoadedMark, PendingTxn};
-pub use record::{frame, unframe, CommitRecord, SpoolRecord, StreamEntry, FORMAT_VERSION};
+pub use record::{
+    decode_record, encode_record, frame, unframe, Block, CommitRecord, SpoolRecord, BLOCK_BYTES,
+    FORMAT_VERSION,
+};
 pub use segment::dir_bytes;
 pub use stats::{SpoolStats, TableCount};
 pub use writer::GroupCommit;
 
 use crate::core::{Relation, RelationId};
 use meta::{Ledger, MetaState};
+use record::BlockBuilder;
 use segment::Segment;
 use storage::{SledStore, Store};
 use stream::{StreamSnapshot, StreamStore};
@@ -89,6 +93,8 @@ struct Inner {
     meta_lock: Mutex<()>,
     shared: Mutex<Shared>,
     writer: Mutex<WriterState>,
+    /// The last block read (the loader reads sequentially, a block at a time).
+    last_block: Mutex<Option<Arc<Block>>>,
 }
 
 struct SegSlot {
@@ -162,6 +168,11 @@ struct WriterState {
     last_commit_seq: u64,
     current: Option<Arc<Segment>>,
     current_bytes: u64,
+    /// The block being filled (records from `block.first_seq` to `next_seq - 1`); it
+    /// goes to the current segment when full and at every flush.
+    block: BlockBuilder,
+    /// The commit records in `block`, for the segment's commit index.
+    block_commits: Vec<(u64, CommitRecord)>,
     txn: Option<OpenTxn>,
     in_stream: Option<crate::core::Xid>,
     streams: StreamStore,
@@ -288,6 +299,8 @@ impl Spool {
             last_commit_seq: durable,
             current: None,
             current_bytes: 0,
+            block: BlockBuilder::new(durable + 1),
+            block_commits: Vec::new(),
             txn: None,
             in_stream: None,
             streams,
@@ -302,6 +315,7 @@ impl Spool {
                 meta_lock: Mutex::new(()),
                 shared: Mutex::new(shared),
                 writer: Mutex::new(writer),
+                last_block: Mutex::new(None),
             }),
         })
     }
@@ -435,7 +449,12 @@ fn rebuild_segments(
                 );
                 seg.sync()?;
             }
-            seg.last_seq()?.unwrap_or(0)
+            match seg.last_seq() {
+                Ok(last) => last.unwrap_or(0),
+                // A damaged last block: its records are read (and fail) up to the mark.
+                Err(SpoolError::Corrupt { .. }) => keep_up_to,
+                Err(e) => return Err(e),
+            }
         };
         if last_seq <= loaded && i + 1 < n {
             segment::remove(store, path)?;

@@ -5,10 +5,11 @@
 //! error naming its sequence).
 
 use std::ops::Bound;
+use std::sync::Arc;
 
 use super::error::{Result, SpoolError};
 use super::meta::{rel_key, KEY_JOURNAL};
-use super::record::{frame, key_seq, seq_key, unframe, CommitRecord, SpoolRecord};
+use super::record::{decode_record, frame, key_seq, seq_key, Block, CommitRecord, SpoolRecord};
 use super::storage::WriteBatch;
 use super::{lock, Spool};
 use crate::core::{Lsn, Relation, RelationId};
@@ -33,45 +34,61 @@ impl Spool {
         max: usize,
     ) -> Result<Vec<(u64, SpoolRecord)>> {
         let mut out = Vec::new();
+        self.each_record(start, end, max, &mut |seq, rec| {
+            out.push((seq, decode_record(seq, rec)?));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with the stored bytes of records `start..=end` (at most `max`), in
+    /// order, checking that none is missing. The bytes are slices of a checked block.
+    pub(crate) fn each_record(
+        &self,
+        start: u64,
+        end: u64,
+        max: usize,
+        f: &mut dyn FnMut(u64, &bytes::Bytes) -> Result<()>,
+    ) -> Result<()> {
         let mut next = start;
-        while next <= end && out.len() < max {
-            let first = self.segment_of(next).ok_or_else(|| SpoolError::Corrupt {
-                seq: next,
-                reason: "no log segment holds this durable record".into(),
-            })?;
-            let seg = self.segment(first)?;
-            let mut progressed = false;
-            let (from, to) = (seq_key(next), seq_key(end));
-            for kv in seg
-                .log
-                .range(Bound::Included(&from[..]), Bound::Included(&to[..]))
-            {
-                let (k, v) = kv.map_err(|e| SpoolError::Corrupt {
-                    seq: next,
-                    reason: format!("storage error reading the record: {e}"),
-                })?;
-                let seq = key_seq(&k)?;
-                if seq != next {
-                    return Err(SpoolError::Corrupt {
-                        seq: next,
-                        reason: format!("record missing (next stored record is {seq})"),
-                    });
-                }
-                out.push((seq, unframe::<SpoolRecord>(seq, &v)?));
-                next += 1;
-                progressed = true;
-                if out.len() >= max {
+        let mut n = 0usize;
+        while next <= end && n < max {
+            let block = self.block_at(next)?;
+            for (seq, rec) in block.records_from(next) {
+                if seq > end || n >= max {
                     break;
                 }
-            }
-            if !progressed {
-                return Err(SpoolError::Corrupt {
-                    seq: next,
-                    reason: "record missing from its log segment".into(),
-                });
+                f(seq, &rec)?;
+                next = seq + 1;
+                n += 1;
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// The stored block holding `seq` (a durable record): from the one-block cache when
+    /// it is there. Only blocks wholly at or below the durable mark are cached: they are
+    /// never rewritten (cuts only ever remove records past the durable mark).
+    pub(crate) fn block_at(&self, seq: u64) -> Result<Arc<Block>> {
+        if let Some(b) = lock(&self.inner.last_block).as_ref() {
+            if b.contains(seq) {
+                return Ok(b.clone());
+            }
+        }
+        let first = self.segment_of(seq).ok_or_else(|| SpoolError::Corrupt {
+            seq,
+            reason: "no log segment holds this durable record".into(),
+        })?;
+        let seg = self.segment(first)?;
+        let block = seg.block_at(seq)?.ok_or_else(|| SpoolError::Corrupt {
+            seq,
+            reason: "record missing from its log segment".into(),
+        })?;
+        let block = Arc::new(block);
+        if block.last_seq() <= self.durable_mark().seq {
+            *lock(&self.inner.last_block) = Some(block.clone());
+        }
+        Ok(block)
     }
 
     /// One durable record (or any stored one up to the durable mark).
@@ -109,7 +126,7 @@ impl Spool {
     }
 
     /// Commit records with sequence in `after+1..=to`, in order (through the per-segment
-    /// commit index: one entry per transaction, not per record).
+    /// commit index: one entry per block that holds commits, not per record).
     pub(crate) fn commits_between(
         &self,
         after: u64,
@@ -126,24 +143,28 @@ impl Spool {
         };
         for first in firsts {
             let seg = self.segment(first)?;
-            let (lo, hi) = (seq_key(after + 1), seq_key(to));
+            // The index entry of the block holding `after + 1` is keyed at or before it.
+            let lo = match seg
+                .txns
+                .floor(&seq_key(after + 1))
+                .map_err(|e| SpoolError::store("reading the commit index", e))?
+            {
+                Some((k, _)) => k,
+                None => seq_key(after + 1).to_vec(),
+            };
+            let hi = seq_key(to);
             for kv in seg
                 .txns
                 .range(Bound::Included(&lo[..]), Bound::Included(&hi[..]))
             {
                 let (k, v) = kv.map_err(|e| SpoolError::store("reading the commit index", e))?;
-                let seq = key_seq(&k)?;
-                match unframe::<SpoolRecord>(seq, &v)? {
-                    SpoolRecord::Commit(c) => {
-                        if !f(seq, c)? {
-                            return Ok(());
-                        }
+                let block_first = key_seq(&k)?;
+                for (seq, c) in seg.commits_of(block_first, &v)? {
+                    if seq <= after || seq > to {
+                        continue;
                     }
-                    SpoolRecord::Change { .. } => {
-                        return Err(SpoolError::Corrupt {
-                            seq,
-                            reason: "commit index entry is not a commit record".into(),
-                        })
+                    if !f(seq, c)? {
+                        return Ok(());
                     }
                 }
             }

@@ -1,6 +1,8 @@
 //! In-progress streamed transactions (pgoutput protocol v2), kept on disk by xid until
-//! Stream Commit (then copied into the log as one contiguous transaction) or Stream Abort
-//! (dropped). Keeps invariant 4 (loadable only at Stream Commit) and 10 (a streamed
+//! Stream Commit (then their stored records are moved into the log, as they are, as one
+//! contiguous transaction) or Stream Abort (dropped). Each transaction is a tree of blocks
+//! (like the log's, keyed by the index of their first change); one block is filled at a
+//! time, so memory does not grow with the number or size of streamed transactions. Keeps invariant 4 (loadable only at Stream Commit) and 10 (a streamed
 //! transaction's size never lives in memory). Never made durable: after a crash or a
 //! reconnect PostgreSQL streams these transactions again from their start. Dropping
 //! data is deferred to the writer's next checkpoint, so rolling back to the last
@@ -14,10 +16,12 @@ use std::sync::Arc;
 use tracing::{debug, warn};
 
 use super::error::{Result, SpoolError};
-use super::record::{frame, seq_key, unframe, StreamEntry};
+use super::record::{
+    change_head, encode_change, key_seq, seq_key, Block, BlockBuilder, ChangeHead,
+};
 use super::segment::remove;
 use super::storage::{Database, Store, Tree};
-use crate::core::{RelationId, Xid};
+use crate::core::{Change, RelationId, Xid};
 
 /// After this many bytes went through the streams database, it is recreated as soon as no
 /// streamed transaction is open, so its disk space comes back.
@@ -57,6 +61,9 @@ pub(crate) struct StreamStore {
     counter: u64,
     /// Trees to drop at the next checkpoint.
     doomed: Vec<String>,
+    /// The transaction whose block is being filled (`block`).
+    open: Option<Xid>,
+    block: BlockBuilder,
     /// Written since the last checkpoint.
     dirty: bool,
     // Declared last: the trees are dropped before the database.
@@ -78,6 +85,8 @@ impl StreamStore {
             written: 0,
             counter: 0,
             doomed: Vec::new(),
+            open: None,
+            block: BlockBuilder::new(0),
             dirty: false,
             db: None,
         })
@@ -93,6 +102,8 @@ impl StreamStore {
             written: 0,
             counter: 0,
             doomed: Vec::new(),
+            open: None,
+            block: BlockBuilder::new(0),
             dirty: false,
             db: None,
         }
@@ -154,29 +165,54 @@ impl StreamStore {
         Ok(())
     }
 
-    /// Appends a change to its streamed transaction; returns the framed size.
-    pub(crate) fn append(&mut self, xid: Xid, entry: &StreamEntry) -> Result<u64> {
+    /// Appends a change to its streamed transaction; returns its stored size.
+    pub(crate) fn append(&mut self, xid: Xid, rel_version: u32, change: &Change) -> Result<u64> {
         if !self.txns.contains_key(&xid) {
             self.start(xid, false)?;
         }
-        let value = frame(entry)?;
-        let len = value.len() as u64;
+        if self.open != Some(xid) {
+            self.close_block()?;
+        }
         let txn = self
             .txns
             .get_mut(&xid)
             .ok_or_else(|| SpoolError::Protocol(format!("no streamed transaction {xid}")))?;
+        if self.block.is_empty() {
+            self.block.reset(txn.meta.next);
+            self.open = Some(xid);
+        }
+        let len = self.block.push_with(|out| {
+            encode_change(rel_version, change, out);
+            Ok(())
+        })?;
         self.dirty = true;
-        txn.tree
-            .insert(&seq_key(txn.meta.next), &value)
-            .map_err(|e| SpoolError::store("appending to a streamed transaction", e))?;
         txn.meta.next += 1;
         txn.meta.bytes += len;
         txn.meta.changes += 1;
-        txn.meta
-            .rels
-            .insert((entry.change.relation, entry.rel_version));
+        txn.meta.rels.insert((change.relation, rel_version));
         self.written += len;
+        if self.block.is_full() {
+            self.close_block()?;
+        }
         Ok(len)
+    }
+
+    /// Writes the block being filled to its transaction's tree (not flushed).
+    pub(crate) fn close_block(&mut self) -> Result<()> {
+        let Some(xid) = self.open.take() else {
+            return Ok(());
+        };
+        if self.block.is_empty() {
+            return Ok(());
+        }
+        let first = self.block.first_seq;
+        if let Some(txn) = self.txns.get(&xid) {
+            txn.tree
+                .insert(&seq_key(first), self.block.finish())
+                .map_err(|e| SpoolError::store("appending to a streamed transaction", e))?;
+        }
+        self.block.reset(0);
+        Ok(())
     }
 
     /// Records a subtransaction abort: its changes are skipped at commit.
@@ -186,27 +222,57 @@ impl StreamStore {
         }
     }
 
-    /// Calls `f` for every change of `xid` not aborted, in arrival order.
+    /// Calls `f` with the stored bytes of every change of `xid` not aborted, in arrival
+    /// order (no decoding: the head gives relation and subtransaction).
     pub(crate) fn for_each(
-        &self,
+        &mut self,
         xid: Xid,
-        mut f: impl FnMut(StreamEntry) -> Result<()>,
+        mut f: impl FnMut(&[u8], ChangeHead) -> Result<()>,
     ) -> Result<()> {
+        if self.open == Some(xid) {
+            self.close_block()?;
+        }
         let Some(t) = self.txns.get(&xid) else {
             return Ok(());
         };
         let end = seq_key(t.meta.next);
-        let iter = t.tree.range(Bound::Unbounded, Bound::Excluded(&end[..]));
-        for (i, kv) in iter.enumerate() {
-            let (_, v) = kv.map_err(|e| SpoolError::store("reading a streamed transaction", e))?;
-            let entry: StreamEntry = unframe(i as u64, &v).map_err(|e| SpoolError::Corrupt {
-                seq: 0,
-                reason: format!("streamed transaction {xid}, change {i}: {e}"),
-            })?;
-            if t.meta.aborted.contains(&entry.change.subxid) {
-                continue;
+        let corrupt = |i: u64, e: SpoolError| SpoolError::Corrupt {
+            seq: 0,
+            reason: format!("streamed transaction {xid}, change {i}: {e}"),
+        };
+        let mut expected = 0u64;
+        for kv in t.tree.range(Bound::Unbounded, Bound::Excluded(&end[..])) {
+            let (k, v) = kv.map_err(|e| SpoolError::store("reading a streamed transaction", e))?;
+            let first = key_seq(&k)?;
+            let block =
+                Block::parse(first, bytes::Bytes::from(v)).map_err(|e| corrupt(first, e))?;
+            if first != expected {
+                return Err(corrupt(
+                    expected,
+                    SpoolError::Protocol("changes missing from the stored stream".into()),
+                ));
             }
-            f(entry)?;
+            expected = block.last_seq() + 1;
+            for (i, rec) in block.records_from(first) {
+                let head = change_head(i, &rec)
+                    .map_err(|e| corrupt(i, e))?
+                    .ok_or_else(|| {
+                        corrupt(
+                            i,
+                            SpoolError::Protocol("a commit record in a stream".into()),
+                        )
+                    })?;
+                if t.meta.aborted.contains(&head.subxid) {
+                    continue;
+                }
+                f(&rec, head)?;
+            }
+        }
+        if expected != t.meta.next {
+            return Err(corrupt(
+                expected,
+                SpoolError::Protocol("changes missing from the stored stream".into()),
+            ));
         }
         Ok(())
     }
@@ -214,6 +280,10 @@ impl StreamStore {
     /// Drops the streamed transaction `xid` (after commit or abort); its data goes at the
     /// next checkpoint.
     pub(crate) fn discard(&mut self, xid: Xid) {
+        if self.open == Some(xid) {
+            self.open = None;
+            self.block.reset(0);
+        }
         if let Some(t) = self.txns.remove(&xid) {
             self.doomed.push(t.meta.name);
         }
@@ -221,6 +291,8 @@ impl StreamStore {
 
     /// Drops every streamed transaction (a reconnect: they will be sent again).
     pub(crate) fn clear(&mut self) {
+        self.open = None;
+        self.block.reset(0);
         let names: Vec<String> = std::mem::take(&mut self.txns)
             .into_values()
             .map(|t| t.meta.name)
@@ -234,6 +306,7 @@ impl StreamStore {
 
     /// Part of a checkpoint: hands what was written to the OS.
     pub(crate) fn flush(&mut self) -> Result<()> {
+        self.close_block()?;
         if !self.dirty {
             return Ok(());
         }
@@ -296,6 +369,8 @@ impl StreamStore {
     /// Rolls back to `snap` after a storage error: reopens the database, cuts each open
     /// transaction back to what it held at the snapshot and drops every other tree.
     pub(crate) fn restore(&mut self, snap: &StreamSnapshot) -> Result<()> {
+        self.open = None;
+        self.block.reset(0);
         self.txns.clear();
         self.db = None;
         self.doomed.clear();

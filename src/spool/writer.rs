@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::error::{Result, SpoolError};
 use super::meta::DurableMark;
-use super::record::{frame, seq_key, CommitRecord, SpoolRecord, StreamEntry};
+use super::record::{encode_change, encode_commit, ChangeHead, CommitRecord};
 use super::segment::Segment;
 use super::storage::WriteBatch;
 use super::{lock, Checkpoint, OpenTxn, SegSlot, Spool, WriterState};
@@ -76,11 +76,7 @@ impl Spool {
             ReaderEvent::Change(change) => {
                 let rel_version = self.rel_version(change.relation)?;
                 if let Some(xid) = w.in_stream {
-                    let entry = StreamEntry {
-                        rel_version,
-                        change: change.clone(),
-                    };
-                    let len = w.streams.append(xid, &entry)?;
+                    let len = w.streams.append(xid, rel_version, change)?;
                     let mut sh = lock(&self.inner.shared);
                     sh.stream_bytes += len;
                     sh.stream_txns = w.streams.txns.len();
@@ -227,48 +223,88 @@ impl Spool {
         })
     }
 
-    fn write_record(&self, w: &mut WriterState, value: &[u8], commit: bool) -> Result<u64> {
+    /// Appends one record (written by `enc`) to the writer's block; the block goes to
+    /// storage when full (not flushed) or at the next flush. Returns (seq, stored size).
+    fn write_record(
+        &self,
+        w: &mut WriterState,
+        enc: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+        commit: Option<CommitRecord>,
+    ) -> Result<(u64, u64)> {
         let seq = w.next_seq;
-        let seg = self.segment_for_write(w, seq)?;
-        let key = seq_key(seq);
-        seg.log
-            .insert(&key, value)
-            .map_err(|e| SpoolError::store(format!("appending record {seq}"), e))?;
-        if commit {
-            seg.txns
-                .insert(&key, value)
-                .map_err(|e| SpoolError::store(format!("indexing commit {seq}"), e))?;
+        if w.block.is_empty() {
+            self.segment_for_write(w, seq)?;
+            w.block.reset(seq);
+        }
+        let len = w.block.push_with(enc)?;
+        if let Some(c) = commit {
+            w.block_commits.push((seq, c));
         }
         w.next_seq += 1;
-        w.current_bytes += value.len() as u64;
-        let mut sh = lock(&self.inner.shared);
-        if let Some(slot) = sh.segments.get_mut(&seg.first_seq) {
-            slot.last_seq = seq;
+        w.current_bytes += len;
+        {
+            let mut sh = lock(&self.inner.shared);
+            if let Some(cur) = &w.current {
+                if let Some(slot) = sh.segments.get_mut(&cur.first_seq) {
+                    slot.last_seq = seq;
+                }
+            }
+            sh.unflushed_bytes += len;
         }
-        sh.unflushed_bytes += value.len() as u64;
-        Ok(seq)
+        // A full block goes to storage; so does the last block of a full segment (the
+        // next record then starts a new segment).
+        if w.block.is_full() || w.current_bytes >= self.inner.opts.segment_bytes {
+            self.close_block(w)?;
+        }
+        Ok((seq, len))
+    }
+
+    /// Writes the writer's block (if it holds records) to its segment (not flushed).
+    pub(super) fn close_block(&self, w: &mut WriterState) -> Result<()> {
+        if w.block.is_empty() {
+            return Ok(());
+        }
+        let seg = w.current.clone().ok_or_else(|| SpoolError::Storage {
+            context: "writing a block of records".into(),
+            message: "no current segment".into(),
+        })?;
+        seg.put_block(&mut w.block, &w.block_commits)?;
+        w.block_commits.clear();
+        w.block.reset(w.next_seq);
+        Ok(())
     }
 
     fn write_change(&self, w: &mut WriterState, rel_version: u32, change: &Change) -> Result<()> {
-        let value = frame(&SpoolRecord::Change {
-            rel_version,
-            change: change.clone(),
-        })?;
-        let seq = self.write_record(w, &value, false)?;
+        let (seq, len) = self.write_record(
+            w,
+            |out| {
+                encode_change(rel_version, change, out);
+                Ok(())
+            },
+            None,
+        )?;
+        self.count_change(w, seq, len, change.relation, rel_version);
+        Ok(())
+    }
+
+    fn count_change(
+        &self,
+        w: &mut WriterState,
+        seq: u64,
+        len: u64,
+        relation: crate::core::RelationId,
+        rel_version: u32,
+    ) {
         {
             let mut sh = lock(&self.inner.shared);
-            let used = sh
-                .rel_live
-                .entry((change.relation, rel_version))
-                .or_default();
+            let used = sh.rel_live.entry((relation, rel_version)).or_default();
             *used = (*used).max(seq);
         }
         if let Some(t) = w.txn.as_mut() {
             t.changes += 1;
-            t.bytes += value.len() as u64;
-            *t.tables.entry(change.relation).or_default() += 1;
+            t.bytes += len;
+            *t.tables.entry(relation).or_default() += 1;
         }
-        Ok(())
     }
 
     fn write_commit(&self, w: &mut WriterState, info: &CommitInfo, streamed: bool) -> Result<()> {
@@ -296,15 +332,10 @@ impl Spool {
             tables: t.tables.iter().map(|(k, v)| (*k, *v)).collect(),
             streamed,
         };
-        let value = frame(&SpoolRecord::Commit(rec.clone()))?;
-        let seq = self.write_record(w, &value, true)?;
-        w.pending.counters.add_txn(
-            seq,
-            info,
-            rec.changes,
-            rec.bytes + value.len() as u64,
-            &rec.tables,
-        );
+        let (seq, len) = self.write_record(w, |out| encode_commit(&rec, out), Some(rec.clone()))?;
+        w.pending
+            .counters
+            .add_txn(seq, info, rec.changes, rec.bytes + len, &rec.tables);
         w.pending.mark = Some(DurableMark {
             seq,
             commit_lsn: info.commit_lsn,
@@ -330,11 +361,31 @@ impl Spool {
             bytes: 0,
             tables: BTreeMap::new(),
         });
-        // Copy the stream into the log; on failure undo so the event can be retried.
+        // Move the stream's records into the log as they are stored (no decoding); on
+        // failure undo so the event can be retried. The segment is handed to the OS every
+        // few MiB so a huge transaction never piles up in the storage engine's memory.
         let result = (|| -> Result<()> {
-            let streams = std::mem::replace(&mut w.streams, super::stream::StreamStore::empty());
-            let r = streams.for_each(info.xid, |entry| {
-                self.write_change(w, entry.rel_version, &entry.change)
+            let mut streams =
+                std::mem::replace(&mut w.streams, super::stream::StreamStore::empty());
+            let mut since_flush = 0u64;
+            let r = streams.for_each(info.xid, |rec: &[u8], head: ChangeHead| {
+                let (seq, len) = self.write_record(
+                    w,
+                    |out| {
+                        out.extend_from_slice(rec);
+                        Ok(())
+                    },
+                    None,
+                )?;
+                self.count_change(w, seq, len, head.relation, head.rel_version);
+                since_flush += len;
+                if since_flush >= STREAM_COPY_FLUSH_BYTES {
+                    since_flush = 0;
+                    if let Some(cur) = &w.current {
+                        cur.flush()?;
+                    }
+                }
+                Ok(())
             });
             w.streams = streams;
             r?;
@@ -361,6 +412,16 @@ impl Spool {
     fn discard_open_txn(&self, w: &mut WriterState) -> Result<()> {
         let Some(t) = w.txn.take() else { return Ok(()) };
         let keep = w.last_commit_seq;
+        // The records still in the writer's block are cut there.
+        if !w.block.is_empty() {
+            if w.block.first_seq > keep {
+                w.block.reset(keep + 1);
+                w.block_commits.clear();
+            } else {
+                w.block.truncate(keep + 1 - w.block.first_seq);
+                w.block_commits.retain(|(s, _)| *s <= keep);
+            }
+        }
         if w.next_seq > t.first_seq {
             let slots: Vec<(u64, Option<Arc<Segment>>)> = {
                 let sh = lock(&self.inner.shared);
@@ -430,8 +491,10 @@ impl Spool {
         let mark = w.pending.mark;
         // 1. streamed transactions: to the OS (they are never durable).
         w.streams.flush()?;
-        // 2. the records: segments finished since the last sync are synced (and let go);
-        //    the writer's segment is synced when a new mark will cover it, else flushed.
+        // 2. the records: the writer's block is written; segments finished since the
+        //    last sync are synced (and let go); the writer's segment is synced when a new
+        //    mark will cover it, else flushed.
+        self.close_block(w)?;
         for seg in &w.pending.dirty {
             seg.sync()?;
         }
@@ -504,6 +567,8 @@ impl Spool {
         // Let go of every handle the writer used, then reopen from storage.
         w.current = None;
         w.pending = Default::default();
+        w.block.reset(ck.next_seq);
+        w.block_commits.clear();
         {
             let mut sh = lock(&self.inner.shared);
             for slot in sh.segments.values_mut() {
@@ -685,6 +750,10 @@ pub fn spawn(
     let handle = tokio::spawn(run(spool, rx, gc, tx));
     (handle, mark_rx)
 }
+
+/// While a streamed transaction is moved into the log, its segment is flushed after this
+/// many bytes (bounds the storage engine's memory whatever the transaction's size).
+const STREAM_COPY_FLUSH_BYTES: u64 = 8 << 20;
 
 /// How long the writer waits before looking again while the spool is full.
 const FULL_RETRY: Duration = Duration::from_millis(200);

@@ -73,8 +73,8 @@ pub fn spool_txn(spool: &Spool, xid: u32, relation: u32, lsn: u64, n: usize) {
             lsn: Lsn(lsn + i as u64),
             op: ChangeOp::Insert {
                 new: vec![
-                    Value::Text(i.to_string().into_bytes()),
-                    Value::Text(b"x".to_vec()),
+                    Value::Text(i.to_string().into_bytes().into()),
+                    Value::Text(b"x".to_vec().into()),
                 ],
             },
         }));

@@ -29,8 +29,8 @@ pub fn insert(xid: u32, relation: u32, lsn: u64, payload: &str) -> Change {
         lsn: Lsn(lsn),
         op: ChangeOp::Insert {
             new: vec![
-                Value::Text(lsn.to_string().into_bytes()),
-                Value::Text(payload.as_bytes().to_vec()),
+                Value::Text(lsn.to_string().into_bytes().into()),
+                Value::Text(payload.as_bytes().to_vec().into()),
             ],
         },
     }
@@ -136,8 +136,8 @@ pub fn numbered_txn(k: u64) -> Vec<ReaderEvent> {
         let mut c = insert(xid, 1, k * 100 + i, "");
         c.op = ChangeOp::Insert {
             new: vec![
-                Value::Text(k.to_string().into_bytes()),
-                Value::Text(numbered_payload(k, i).into_bytes()),
+                Value::Text(k.to_string().into_bytes().into()),
+                Value::Text(numbered_payload(k, i).into_bytes().into()),
             ],
         };
         ReaderEvent::Change(c)
@@ -198,7 +198,7 @@ pub fn check_numbered(spool: &Spool) -> u64 {
                 };
                 assert_eq!(
                     new[1],
-                    Value::Text(numbered_payload(expect_k, i).into_bytes())
+                    Value::Text(numbered_payload(expect_k, i).into_bytes().into())
                 );
                 i += 1;
             }

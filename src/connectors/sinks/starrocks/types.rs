@@ -417,14 +417,168 @@ pub fn to_json(
 }
 
 /// Appends the JSON text of one converted value to `out` (exact for every type).
+///
+/// Hot path (one call per column per row): the common conversions write straight into
+/// `out` with no allocation (text escaped in one pass, integers validated and copied,
+/// timestamps parsed and printed by hand); the rest go through [`convert`]. The fast
+/// paths are checked against [`convert`] in the tests.
 pub fn write_json_value(
     value_text: &[u8],
     mapping: &ColumnMapping,
     out: &mut String,
 ) -> Result<(), ConvertError> {
-    let v = convert(value_text, &mapping.conv, mapping)?;
-    write_out(&v, out);
+    let s = utf8(value_text, mapping)?;
+    let fast = match &mapping.conv {
+        Conv::Text => {
+            write_json_string(s, out);
+            true
+        }
+        Conv::Int => {
+            if s.parse::<i64>().is_err() {
+                return Err(mapping.error(value_text, "not a 64-bit integer"));
+            }
+            out.push_str(s);
+            true
+        }
+        Conv::Bool => match s {
+            "t" | "true" => {
+                out.push_str("true");
+                true
+            }
+            "f" | "false" => {
+                out.push_str("false");
+                true
+            }
+            _ => false,
+        },
+        Conv::Decimal { precision, scale } if check_decimal(s, *precision, *scale).is_ok() => {
+            // Digits, '-' and '.' only: nothing to escape.
+            out.push('"');
+            out.push_str(s);
+            out.push('"');
+            true
+        }
+        Conv::Timestamp | Conv::TimestampTz => {
+            let tz = matches!(mapping.conv, Conv::TimestampTz);
+            match fast_timestamp(s, tz) {
+                Some(t) => {
+                    out.push('"');
+                    push_datetime(&t, out);
+                    out.push('"');
+                    true
+                }
+                None => false,
+            }
+        }
+        _ => false,
+    };
+    if !fast {
+        let v = convert_str(s, &mapping.conv, mapping)?;
+        write_out(&v, out);
+    }
     Ok(())
+}
+
+fn utf8<'a>(value: &'a [u8], m: &ColumnMapping) -> Result<&'a str, ConvertError> {
+    std::str::from_utf8(value).map_err(|_| {
+        m.error(
+            value,
+            "not valid UTF-8 (StarRocks stores UTF-8 only; use a UTF8 source database)",
+        )
+    })
+}
+
+/// Two ASCII digits at `at`.
+fn digits2(b: &[u8], at: usize) -> Option<u32> {
+    let (x, y) = (*b.get(at)?, *b.get(at + 1)?);
+    (x.is_ascii_digit() && y.is_ascii_digit())
+        .then(|| u32::from(x - b'0') * 10 + u32::from(y - b'0'))
+}
+
+/// The canonical ISO output of PostgreSQL (`YYYY-MM-DD HH:MM:SS[.f{1,6}]`, with
+/// `tz` an offset `+HH[:MM[:SS]]`), as UTC when `tz`; `None` for anything else (4-digit
+/// years only; BC, infinity, other forms and out-of-range results take the general path).
+fn fast_timestamp(s: &str, tz: bool) -> Option<NaiveDateTime> {
+    let b = s.as_bytes();
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b' '
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let year = digits2(b, 0)? * 100 + digits2(b, 2)?;
+    let (month, day) = (digits2(b, 5)?, digits2(b, 8)?);
+    let (h, mi, sec) = (digits2(b, 11)?, digits2(b, 14)?, digits2(b, 17)?);
+    let mut i = 19;
+    let mut micros = 0u32;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() && i - start < 6 {
+            micros = micros * 10 + u32::from(b[i] - b'0');
+            i += 1;
+        }
+        let n = i - start;
+        if n == 0 {
+            return None;
+        }
+        micros *= 10u32.pow((6 - n) as u32);
+    }
+    let mut offset = 0i64;
+    if tz {
+        let sign = match b.get(i)? {
+            b'+' => 1i64,
+            b'-' => -1,
+            _ => return None,
+        };
+        let oh = digits2(b, i + 1)?;
+        i += 3;
+        let mut om = 0;
+        let mut os = 0;
+        if b.get(i) == Some(&b':') {
+            om = digits2(b, i + 1)?;
+            i += 3;
+            if b.get(i) == Some(&b':') {
+                os = digits2(b, i + 1)?;
+                i += 3;
+            }
+        }
+        offset = sign * i64::from(oh * 3600 + om * 60 + os);
+    }
+    if i != b.len() {
+        return None;
+    }
+    let d = NaiveDate::from_ymd_opt(year as i32, month, day)?;
+    let t = NaiveTime::from_hms_micro_opt(h, mi, sec, micros)?;
+    let utc = d
+        .and_time(t)
+        .checked_sub_signed(chrono::Duration::seconds(offset))?;
+    use chrono::Datelike;
+    (0..=9999).contains(&utc.year()).then_some(utc)
+}
+
+/// `YYYY-MM-DD HH:MM:SS.ffffff` (what `%Y-%m-%d %H:%M:%S%.6f` gives for years 0..=9999).
+fn push_datetime(t: &NaiveDateTime, out: &mut String) {
+    use chrono::{Datelike, Timelike};
+    let mut buf = *b"0000-00-00 00:00:00.000000";
+    let put = |buf: &mut [u8; 26], at: usize, width: usize, mut v: u32| {
+        for k in (0..width).rev() {
+            buf[at + k] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(&mut buf, 0, 4, t.year().clamp(0, 9999) as u32);
+    put(&mut buf, 5, 2, t.month());
+    put(&mut buf, 8, 2, t.day());
+    put(&mut buf, 11, 2, t.hour());
+    put(&mut buf, 14, 2, t.minute());
+    put(&mut buf, 17, 2, t.second());
+    put(&mut buf, 20, 6, t.nanosecond() / 1000);
+    // Only ASCII digits and separators were written.
+    out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
 }
 
 /// The value as CSV field content (None = NULL), see [`super::csv`].
@@ -461,33 +615,40 @@ fn write_out(v: &Out, out: &mut String) {
     }
 }
 
-/// Appends `s` as a JSON string literal.
+/// Appends `s` as a JSON string literal: runs without anything to escape are copied
+/// whole (one pass, no allocation).
 pub fn write_json_string(s: &str, out: &mut String) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                out.push_str(&format!("\\u{:04x}", c as u32));
-            }
-            c => out.push(c),
+    let b = s.as_bytes();
+    let mut run = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let esc: &str = match c {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            c if c < 0x20 => "",
+            _ => continue,
+        };
+        // `i` is at an ASCII byte, so both slices are on char boundaries.
+        out.push_str(&s[run..i]);
+        if esc.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(HEX[usize::from(c >> 4)] as char);
+            out.push(HEX[usize::from(c & 15)] as char);
+        } else {
+            out.push_str(esc);
         }
+        run = i + 1;
     }
+    out.push_str(&s[run..]);
     out.push('"');
 }
 
 fn convert(value: &[u8], conv: &Conv, m: &ColumnMapping) -> Result<Out, ConvertError> {
-    let s = std::str::from_utf8(value).map_err(|_| {
-        m.error(
-            value,
-            "not valid UTF-8 (StarRocks stores UTF-8 only; use a UTF8 source database)",
-        )
-    })?;
-    convert_str(s, conv, m)
+    convert_str(utf8(value, m)?, conv, m)
 }
 
 fn convert_str(s: &str, conv: &Conv, m: &ColumnMapping) -> Result<Out, ConvertError> {

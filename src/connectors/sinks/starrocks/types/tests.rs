@@ -498,3 +498,136 @@ fn csv_fields_match_json_values() {
         Some("a\"b".into())
     );
 }
+
+/// The general path: `convert` then `write_out` (what `write_json_value` did for every
+/// value before its fast paths).
+fn reference_json(v: &str, mapping: &ColumnMapping) -> Result<String, ConvertError> {
+    let mut s = String::new();
+    write_out(&convert(v.as_bytes(), &mapping.conv, mapping)?, &mut s);
+    Ok(s)
+}
+
+#[test]
+fn fast_paths_write_exactly_what_the_general_path_writes() {
+    let mut inputs: Vec<(&str, i32, String)> = Vec::new();
+    // Timestamps: every fraction length, offsets of every form, day/year boundaries,
+    // leap days, results out of range, near-misses that must take the general path.
+    let dates = [
+        "0001-01-01",
+        "1890-01-01",
+        "1999-12-31",
+        "2000-02-29",
+        "2023-02-28",
+        "2024-02-29",
+        "2024-12-31",
+        "9999-12-31",
+        "2023-02-29",
+        "2024-13-01",
+    ];
+    let times = [
+        "00:00:00",
+        "23:59:59",
+        "12:34:56.7",
+        "12:34:56.78",
+        "12:34:56.789",
+        "01:02:03.0405",
+        "01:02:03.04056",
+        "01:02:03.040567",
+        "01:02:03.0405678",
+        "24:00:00",
+        "23:59:60",
+        "1:02:03",
+    ];
+    let offsets = [
+        "+00",
+        "-00",
+        "+05:30",
+        "-03",
+        "+14",
+        "-12",
+        "+00:53:28",
+        "-09:30",
+        "+5:3",
+        "+0530",
+        "",
+    ];
+    for d in dates {
+        for t in times {
+            inputs.push(("timestamp", -1, format!("{d} {t}")));
+            for o in offsets {
+                inputs.push(("timestamptz", -1, format!("{d} {t}{o}")));
+            }
+        }
+    }
+    for v in [
+        "infinity",
+        "-infinity",
+        "0044-03-15 00:00:00 BC",
+        "10000-01-01 00:00:00",
+    ] {
+        inputs.push(("timestamp", -1, v.into()));
+        inputs.push(("timestamptz", -1, format!("{v}+00")));
+    }
+    // Text with everything JSON escapes, multi-byte characters next to escapes.
+    for v in [
+        "",
+        "plain",
+        "tab\there",
+        "q\"uote\\back",
+        "nl\nCR\r",
+        "\u{1}\u{1f}\u{7f}",
+        "é\"ü\n日本",
+        "\u{0}x",
+    ] {
+        inputs.push(("text", -1, v.into()));
+    }
+    for v in [
+        "0",
+        "-1",
+        "9223372036854775807",
+        "9223372036854775808",
+        "1.5",
+        "x",
+        "",
+    ] {
+        inputs.push(("int8", -1, v.into()));
+    }
+    for v in ["t", "f", "true", "false", "yes", ""] {
+        inputs.push(("bool", -1, v.into()));
+    }
+    let dec = numeric_typmod_of(10, 2);
+    for v in [
+        "0",
+        "-12.5",
+        "12345678.99",
+        "123456789.1",
+        "1.234",
+        "NaN",
+        "1e5",
+        "-",
+    ] {
+        inputs.push(("numeric", dec, v.into()));
+    }
+    let mut fast_paths = 0;
+    for (ty_name, typmod, v) in &inputs {
+        let mapping = m(ty_name, *typmod, false);
+        let mut got = String::new();
+        let fast = write_json_value(v.as_bytes(), &mapping, &mut got).map(|_| got);
+        let want = reference_json(v, &mapping);
+        match (&fast, &want) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{ty_name} {v:?}"),
+            (Err(a), Err(b)) => assert_eq!(a, b, "{ty_name} {v:?}"),
+            _ => panic!("{ty_name} {v:?}: fast {fast:?}, general {want:?}"),
+        }
+        if (ty_name.starts_with("timestamp")
+            && fast_timestamp(v, *ty_name == "timestamptz").is_some())
+            || *ty_name == "text"
+        {
+            fast_paths += 1;
+        }
+    }
+    assert!(
+        fast_paths > 300,
+        "only {fast_paths} inputs took a fast path"
+    );
+}

@@ -322,7 +322,7 @@ mod tests {
         PgOutputMessage::Insert {
             xid,
             relation: 16384,
-            new: vec![Value::Text(b"1".to_vec())],
+            new: vec![Value::Text(b"1".to_vec().into())],
         }
     }
 
@@ -374,7 +374,7 @@ mod tests {
                 relation: 16384,
                 lsn: Lsn(0x120),
                 op: ChangeOp::Insert {
-                    new: vec![Value::Text(b"1".to_vec())]
+                    new: vec![Value::Text(b"1".to_vec().into())]
                 },
             }))
         );
@@ -397,7 +397,7 @@ mod tests {
         let del = PgOutputMessage::Delete {
             xid: None,
             relation: 16385,
-            old: (OldKind::Key, vec![Value::Text(b"9".to_vec())]),
+            old: (OldKind::Key, vec![Value::Text(b"9".to_vec().into())]),
         };
         let Some(ReaderEvent::Change(c)) = feed(&mut d, 0x140, &del) else {
             panic!("no change");

@@ -2,7 +2,9 @@
 //! allocation sized by a length field before that length is checked against the bytes that
 //! remain. Malformed input is a [`ParseError`] naming the field and its offset.
 
-use crate::core::{Lsn, OldKind, ReplicaIdentity, Tuple, Value};
+use bytes::Bytes;
+
+use crate::core::{Lsn, OldKind, RawTuple, ReplicaIdentity, Tuple};
 
 use super::messages::{
     tag, tag_name, tuple_kind, PgOutputMessage, RelationColumn, StreamAbortInfo,
@@ -419,23 +421,34 @@ impl<'a> Cursor<'a> {
     }
 
     /// TupleData: Int16 column count, then per column `n`, `u`, `t` + data or `b` + data.
+    /// Checked first; then the tuple's bytes are copied once and every value is a slice
+    /// of that copy (one allocation per tuple, not one per column).
     fn tuple(&mut self) -> Result<Tuple, ParseError> {
+        let start = self.pos;
         let n = self.count16("tuple column count", 1)?;
-        let mut values = Vec::with_capacity(n);
         for _ in 0..n {
             let off = self.pos;
-            let kind = self.u8("tuple column kind")?;
-            values.push(match kind {
-                tuple_kind::NULL => Value::Null,
-                tuple_kind::UNCHANGED_TOAST => Value::UnchangedToast,
-                tuple_kind::TEXT => Value::Text(self.sized_bytes("text value length")?.to_vec()),
+            match self.u8("tuple column kind")? {
+                tuple_kind::NULL | tuple_kind::UNCHANGED_TOAST => {}
+                tuple_kind::TEXT => {
+                    self.sized_bytes("text value length")?;
+                }
                 tuple_kind::BINARY => {
-                    Value::Binary(self.sized_bytes("binary value length")?.to_vec())
+                    self.sized_bytes("binary value length")?;
                 }
                 other => return Err(self.invalid_byte("tuple column kind", off, other)),
-            });
+            }
         }
-        Ok(values)
+        let bytes = Bytes::copy_from_slice(&self.buf[start..self.pos]);
+        // The same walk over the same bytes: cannot fail after the checks above.
+        let raw = RawTuple::parse(bytes).map_err(|_| ParseError::InvalidLength {
+            message: self.message,
+            what: "tuple",
+            offset: start,
+            value: n as i64,
+            remaining: self.remaining(),
+        })?;
+        Ok(raw.to_values())
     }
 
     fn finish(self) -> Result<(), ParseError> {
@@ -457,6 +470,7 @@ mod tests {
     use super::*;
     use crate::connectors::sources::postgres::pgoutput::encode::encode;
     use crate::connectors::sources::postgres::pgoutput::messages::StreamAbortInfo;
+    use crate::core::Value;
 
     /// Parses `bytes`, checks the result, and checks the encoder writes the same bytes.
     fn check(bytes: &[u8], in_stream: bool, expected: PgOutputMessage) {
@@ -470,7 +484,7 @@ mod tests {
     }
 
     fn text(s: &str) -> Value {
-        Value::Text(s.as_bytes().to_vec())
+        Value::Text(s.as_bytes().to_vec().into())
     }
 
     #[test]
@@ -658,7 +672,7 @@ mod tests {
                     text("42"),
                     Value::Null,
                     Value::UnchangedToast,
-                    Value::Binary(vec![0x00, 0xFF, 0x0A]),
+                    Value::Binary(vec![0x00, 0xFF, 0x0A].into()),
                 ],
             },
         );
@@ -1015,7 +1029,7 @@ mod tests {
             xid: Some(3),
             relation: 1,
             old: Some((OldKind::Key, vec![text("k")])),
-            new: vec![text("n"), Value::Binary(vec![1])],
+            new: vec![text("n"), Value::Binary(vec![1].into())],
         });
         for cut in 0..full.len() {
             assert!(parse(&full[..cut], true).is_err(), "prefix {cut} parsed");
