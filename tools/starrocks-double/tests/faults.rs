@@ -501,3 +501,71 @@ async fn success_replies_with_missing_rows() {
     assert_eq!(sr.rows("db", "t").expect("rows").len(), 3);
     assert!(sr.faults().is_empty());
 }
+
+/// A load cut off in the middle of its body, by its client going away or by its BE going
+/// down: StarRocks cancels it, so the label is free again. The double once kept the label
+/// of a load cut off by a `Down` fault PREPARE for ever (the connection's future was
+/// dropped before it could abort), and every retry under it was told "still running".
+#[tokio::test]
+async fn a_load_cut_off_mid_body_leaves_no_label_running() {
+    for (label, node_down) in [("gone1", false), ("down1", true)] {
+        let sr = start().await;
+        let mut conn = begin_and_stall(&sr, label).await;
+        let fault = if node_down {
+            Some(sr.set_fault(
+                Fault::Down { node: Node::Be },
+                FaultDuration::For(Duration::from_millis(500)),
+            ))
+        } else {
+            drop(conn);
+            conn = None;
+            None
+        };
+        let start_t = std::time::Instant::now();
+        while sr.label("db", label).map(|e| e.state) == Some(starrocks_double::TxnState::Prepare) {
+            assert!(
+                start_t.elapsed() < Duration::from_secs(10),
+                "{label}: the label stayed PREPARE after its load was cut off"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(conn);
+        if let Some(f) = fault {
+            sr.remove_fault(f);
+            let be = sr.be_http_url().trim_start_matches("http://").to_string();
+            while tokio::net::TcpStream::connect(&be).await.is_err() {
+                assert!(
+                    start_t.elapsed() < Duration::from_secs(10),
+                    "the BE never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let v = load(&sr, "t", &[("label", label), ("format", "json")], ROW).await;
+        assert_eq!(v["Status"], "Success", "{label}: {v}");
+        assert_eq!(sr.rows("db", "t").expect("rows").len(), 1, "{label}");
+    }
+}
+
+/// Sends a Stream Load's headers and the first bytes of its body, and waits until the
+/// transaction is begun; the connection is returned still open.
+async fn begin_and_stall(
+    sr: &starrocks_double::StarRocksDouble,
+    label: &str,
+) -> Option<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let addr = sr.be_http_url().trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "PUT /api/db/t/_stream_load HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {AUTH}\r\nlabel: {label}\r\nformat: json\r\nContent-Length: 1000\r\n\r\n{{\"id\":1,"
+    );
+    conn.write_all(head.as_bytes()).await.expect("send");
+    let start_t = std::time::Instant::now();
+    while sr.label("db", label).is_none() {
+        assert!(start_t.elapsed() < Duration::from_secs(10), "never begun");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Some(conn)
+}

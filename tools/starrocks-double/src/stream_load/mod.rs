@@ -121,6 +121,34 @@ impl Ctx {
     }
 }
 
+/// Aborts a begun transaction when the request is dropped before its body reached the
+/// load task (the client went away mid-body: hyper drops the request's future), as
+/// StarRocks cancels such a load. Without it the label would stay PREPARE for ever and
+/// every retry under it would be told "still running".
+struct AbortIfDropped<'a> {
+    ctx: &'a Ctx,
+    txn: i64,
+    armed: bool,
+}
+
+impl AbortIfDropped<'_> {
+    /// The transaction is handled (aborted or handed to the load task) from here on.
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for AbortIfDropped<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.ctx.abort(
+                self.txn,
+                "the client went away before the body was received",
+            );
+        }
+    }
+}
+
 fn decode(seg: &str) -> Option<String> {
     percent_encoding::percent_decode_str(seg)
         .decode_utf8()
@@ -278,6 +306,11 @@ pub async fn handle(
     };
     shared.mark_dirty();
     let txn = begun.txn;
+    let mut guard = AbortIfDropped {
+        ctx: &ctx,
+        txn,
+        armed: true,
+    };
     let begin_ms = ms(begin_start.elapsed());
 
     // plan: the remaining headers, against the schema.
@@ -285,6 +318,7 @@ pub async fn handle(
     let plan = match headers::parse_plan(&h, &begun.schema, early.format) {
         Ok(p) => p,
         Err(m) => {
+            guard.disarm();
             ctx.abort(txn, &m);
             let mut r = LoadResponse::fail(txn, &label, m);
             r.begin_txn_time_ms = begin_ms;
@@ -304,6 +338,7 @@ pub async fn handle(
     {
         Ok(b) => b.to_bytes(),
         Err(e) => {
+            guard.disarm();
             let m = format!("receive body failed: {e}");
             ctx.abort(txn, &m);
             ctx.finish(LoadResponse::fail(txn, &label, m), false, false);
@@ -313,6 +348,8 @@ pub async fn handle(
     let read_ms = ms(read_start.elapsed());
 
     // From here on the load finishes even if the client goes away.
+    guard.disarm();
+    drop(guard);
     let task = tokio::spawn(async move {
         process(
             ctx,
