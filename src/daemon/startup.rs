@@ -231,18 +231,31 @@ pub(super) async fn wait_for_source(
             }
             Err(error) => error,
         };
-        let outage = sup.life.unreachable(Dependency::Postgres, error);
         sup.life.activity("waiting for PostgreSQL");
-        let delay = backoff
-            .next_delay()
-            .unwrap_or_else(|| startup_retry().max_delay);
-        warn!(error = %outage.last_error, attempt = outage.attempts, retry_in = ?delay, "PostgreSQL is not reachable; waiting for it");
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            why = sup.interrupted() => {
-                info!(why, "stopped while waiting for PostgreSQL");
-                return Ok(None);
-            }
+        if !wait_out_postgres(sup, &mut backoff, error, "PostgreSQL").await {
+            return Ok(None);
+        }
+    }
+}
+
+/// PostgreSQL (`what` of it) could not be reached: records the outage, says so, and
+/// waits the next backoff step. False when a signal or a Stop request came first.
+async fn wait_out_postgres(
+    sup: &mut Supervisor,
+    backoff: &mut crate::core::retry::Backoff,
+    error: String,
+    what: &str,
+) -> bool {
+    let o = sup.life.unreachable(Dependency::Postgres, error);
+    let delay = backoff
+        .next_delay()
+        .unwrap_or_else(|| startup_retry().max_delay);
+    warn!(error = %o.last_error, attempt = o.attempts, retry_in = ?delay, "{what} is not reachable; waiting for it");
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        why = sup.interrupted() => {
+            info!(why, "stopped while waiting for PostgreSQL");
+            false
         }
     }
 }
@@ -292,17 +305,10 @@ pub(super) async fn start_sink(
                 break Arc::new(s);
             }
             Err(e) if e.is_transient() => {
-                let o = life.unreachable(Dependency::Postgres, e.to_string());
-                let delay = backoff
-                    .next_delay()
-                    .unwrap_or_else(|| startup_retry().max_delay);
-                warn!(error = %o.last_error, attempt = o.attempts, retry_in = ?delay, "the PostgreSQL catalog is not reachable; waiting for it");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    why = sup.interrupted() => {
-                        info!(why, "stopped while starting");
-                        return Ok(None);
-                    }
+                if !wait_out_postgres(sup, &mut backoff, e.to_string(), "the PostgreSQL catalog")
+                    .await
+                {
+                    return Ok(None);
                 }
             }
             Err(e) => return Err(e.into()),

@@ -31,6 +31,24 @@ pub struct Options {
     pub keep: bool,
 }
 
+impl Options {
+    /// What a consumer needs to start, for this run's source, double and work directory.
+    pub fn env<'a>(
+        &'a self,
+        source: &'a Source,
+        sr: &'a StarRocksDouble,
+        work: &'a std::path::Path,
+    ) -> Env<'a> {
+        Env {
+            source,
+            sr,
+            work,
+            dbmazz: &self.dbmazz,
+            dbmazz_env: &self.dbmazz_env,
+        }
+    }
+}
+
 /// One thread's (or one thread name's) CPU during a drain.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ThreadCpu {
@@ -106,13 +124,7 @@ pub async fn run_once(workload: Workload, scale: f64, opts: &Options) -> Result<
     let mut source = Source::start(&opts.decoding_work_mem).await?;
     tracing::info!(postgres = %source.version().await?, "scratch PostgreSQL started");
     let sr = start_double().await?;
-    let env = Env {
-        source: &source,
-        sr: &sr,
-        work: work.path(),
-        dbmazz: &opts.dbmazz,
-        dbmazz_env: &opts.dbmazz_env,
-    };
+    let env = opts.env(&source, &sr, work.path());
     let mut running = Vec::new();
     for spec in workload.consumers() {
         tracing::info!(consumer = %spec.label(), "starting");
@@ -128,13 +140,7 @@ pub async fn run_once(workload: Workload, scale: f64, opts: &Options) -> Result<
         write_s = backlog.write_s,
         "backlog written"
     );
-    let env = Env {
-        source: &source,
-        sr: &sr,
-        work: work.path(),
-        dbmazz: &opts.dbmazz,
-        dbmazz_env: &opts.dbmazz_env,
-    };
+    let env = opts.env(&source, &sr, work.path());
     let mut measures = Vec::new();
     for c in running {
         tracing::info!(consumer = %c.spec.label(), "draining");

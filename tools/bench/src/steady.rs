@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::consumer::{Env, Running, Spec};
+use crate::consumer::{Running, Spec};
 use crate::error::{BenchError, Context as _, Result};
 use crate::pg::Source;
 use crate::run::{start_double, work_dir, Options};
@@ -107,13 +107,7 @@ pub async fn run_once(opts: &Options, rate: u64, secs: u64) -> Result<SteadyRun>
     let work = work_dir(opts, "steady")?;
     let mut source = Source::start(&opts.decoding_work_mem).await?;
     let sr = start_double().await?;
-    let env = Env {
-        source: &source,
-        sr: &sr,
-        work: work.path(),
-        dbmazz: &opts.dbmazz,
-        dbmazz_env: &opts.dbmazz_env,
-    };
+    let env = opts.env(&source, &sr, work.path());
     let mut c = Running::start(&Spec::dbmazz(false, false), &env).await?;
     let total = rate * secs;
     let share = total.div_ceil(CONNECTIONS);
