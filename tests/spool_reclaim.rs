@@ -87,3 +87,42 @@ fn loading_everything_gives_the_disk_back_200mb() {
 fn loading_everything_gives_the_disk_back_1gb() {
     run(1 << 30);
 }
+
+/// Memory: sled keeps every value written to an open database in memory whatever its
+/// cache capacity, so segments the writer has finished must be closed even while nothing
+/// reads (StarRocks down: the loader is idle and the backlog grows).
+#[test]
+fn finished_segments_are_closed_while_nothing_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Spool::open(
+        dir.path(),
+        SpoolOptions {
+            cache_capacity: 8 << 20,
+            max_bytes: 1 << 40,
+            segment_bytes: 256 << 10,
+        },
+    )
+    .unwrap();
+    s.append(&ReaderEvent::Relation(rel(1, 2))).unwrap();
+    let payload = "r".repeat(4000);
+    let (mut xid, mut lsn) = (1u32, 1u64);
+    for _ in 0..100 {
+        s.append_all(&txn(xid, 1, lsn, 10, &payload)).unwrap();
+        xid += 1;
+        lsn += 20;
+        s.flush().unwrap();
+    }
+    let st = s.stats();
+    assert!(
+        st.segments >= 10,
+        "the backlog spans segments: {}",
+        st.segments
+    );
+    // The writer's segment and at most one other.
+    assert!(
+        st.open_segments <= 2,
+        "{} of {} segments still open",
+        st.open_segments,
+        st.segments
+    );
+}

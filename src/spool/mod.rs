@@ -68,13 +68,34 @@ impl Default for SpoolOptions {
         SpoolOptions {
             cache_capacity: 32 << 20,
             max_bytes: DEFAULT_MAX_BYTES,
-            segment_bytes: 64 << 20,
+            segment_bytes: 8 << 20,
         }
     }
 }
 
 /// Most segments kept open besides the writer's (older ones are reopened on demand).
-const MAX_OPEN_SEGMENTS: usize = 3;
+const MAX_OPEN_SEGMENTS: usize = 1;
+
+/// Closes the least recently used open segments nobody else holds, beyond
+/// [`MAX_OPEN_SEGMENTS`]. sled keeps every value written to an open database in memory,
+/// whatever its cache capacity, so a segment left open holds up to `segment_bytes`.
+fn close_idle_segments(sh: &mut Shared) {
+    let mut open: Vec<(u64, u64)> = sh
+        .segments
+        .iter()
+        .filter(|(_, s)| s.open.as_ref().is_some_and(|a| Arc::strong_count(a) == 1))
+        .map(|(f, s)| (s.last_use, *f))
+        .collect();
+    if open.len() > MAX_OPEN_SEGMENTS {
+        open.sort();
+        let excess = open.len() - MAX_OPEN_SEGMENTS;
+        for (_, f) in open.into_iter().take(excess) {
+            if let Some(s) = sh.segments.get_mut(&f) {
+                s.open = None;
+            }
+        }
+    }
+}
 
 /// A handle on an open spool. Cheap to clone; one writer task appends and flushes, any
 /// number of readers (the loader, inspection) read.
@@ -382,22 +403,7 @@ impl Spool {
             self.seg_cache(),
         )?);
         slot.open = Some(seg.clone());
-        // Close the least recently used segments nobody else holds.
-        let mut open: Vec<(u64, u64)> = sh
-            .segments
-            .iter()
-            .filter(|(_, s)| s.open.as_ref().is_some_and(|a| Arc::strong_count(a) == 1))
-            .map(|(f, s)| (s.last_use, *f))
-            .collect();
-        if open.len() > MAX_OPEN_SEGMENTS {
-            open.sort();
-            let excess = open.len() - MAX_OPEN_SEGMENTS;
-            for (_, f) in open.into_iter().take(excess) {
-                if let Some(s) = sh.segments.get_mut(&f) {
-                    s.open = None;
-                }
-            }
-        }
+        close_idle_segments(&mut sh);
         Ok(seg)
     }
 

@@ -40,6 +40,8 @@ pub struct SpoolStats {
     pub oldest_pending_age_secs: Option<f64>,
     pub per_table: Vec<TableCount>,
     pub segments: usize,
+    /// Segments open (an open segment's written values stay in memory).
+    pub open_segments: usize,
     /// Bytes of the spool directory on disk (refreshed at most every two seconds).
     pub disk_bytes: u64,
     pub max_bytes: u64,
@@ -128,6 +130,7 @@ impl Spool {
             oldest_pending_age_secs: age,
             per_table,
             segments: sh.segments.len(),
+            open_segments: sh.segments.values().filter(|s| s.open.is_some()).count(),
             disk_bytes: disk,
             max_bytes: self.inner.opts.max_bytes,
             full: used >= self.inner.opts.max_bytes,

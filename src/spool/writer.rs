@@ -498,7 +498,11 @@ impl Spool {
         for seg in &w.pending.dirty {
             seg.sync()?;
         }
-        w.pending.dirty.clear();
+        if !w.pending.dirty.is_empty() {
+            w.pending.dirty.clear();
+            // The finished segments are durable: close them unless a reader holds one.
+            super::close_idle_segments(&mut lock(&self.inner.shared));
+        }
         if let Some(cur) = &w.current {
             if mark.is_some() {
                 cur.sync()?;

@@ -13,9 +13,23 @@ use super::{
     Database, KvIter, KvPair, Store, StoreError, StoreResult, Tree, WriteBatch, DEFAULT_TREE,
 };
 
-/// sled's own log segment size (a storage parameter fixed at creation). 8 MiB keeps the
-/// blob threshold (segment/4) at 2 MiB so ordinary records stay inside sled's log file.
-const SLED_SEGMENT_SIZE: usize = 8 << 20;
+/// sled's own log segment size for a new database (a storage parameter fixed at
+/// creation: an existing database is opened with the size it was created with). It is
+/// also the size of each of sled's in-memory IO buffers, several per open database, so it
+/// weighs on RSS: 2 MiB rather than 8 (−6 MiB per buffer; measured in
+/// docs/performance.md). The blob threshold (segment/4) is 512 KiB, above a spool block
+/// (128 KiB), so ordinary blocks stay inside sled's log file.
+const SLED_SEGMENT_SIZE: usize = 2 << 20;
+
+/// The segment size an existing database was created with (sled refuses another), from
+/// the `segment_size: N` line of its `conf` file (text lines, then a binary crc).
+fn created_segment_size(path: &Path) -> Option<usize> {
+    let conf = fs::read(path.join("conf")).ok()?;
+    String::from_utf8_lossy(&conf)
+        .lines()
+        .find_map(|l| l.strip_prefix("segment_size:"))
+        .and_then(|v| v.trim().parse().ok())
+}
 
 /// How long an open waits for a handle of this process, being dropped on another thread,
 /// to release sled's lock (a foreign process holds it for good).
@@ -81,6 +95,7 @@ impl Store for SledStore {
 
     fn open(&self, path: &Path, cache_bytes: u64) -> StoreResult<Box<dyn Database>> {
         let created = !path.exists();
+        let segment_size = created_segment_size(path).unwrap_or(SLED_SEGMENT_SIZE);
         let started = std::time::Instant::now();
         let db = loop {
             let cfg = sled::Config::new()
@@ -88,7 +103,7 @@ impl Store for SledStore {
                 .cache_capacity(cache_bytes.max(1 << 20))
                 // The spool decides when to flush (group commit): no background flusher.
                 .flush_every_ms(None)
-                .segment_size(SLED_SEGMENT_SIZE)
+                .segment_size(segment_size)
                 .mode(sled::Mode::HighThroughput);
             match cfg.open() {
                 Ok(db) => break db,
@@ -282,5 +297,46 @@ impl Tree for SledTree {
 
     fn clear(&self) -> StoreResult<()> {
         self.0.clear().map_err(sled_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A segment written by a build that created databases with another sled segment
+    /// size (8 MiB before) still opens: sled refuses a changed size ("cannot change the io
+    /// buffer size across restarts"), so the store must open it with the size it has.
+    #[test]
+    fn a_database_created_with_another_segment_size_still_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        {
+            let old = sled::Config::new()
+                .path(&path)
+                .segment_size(8 << 20)
+                .open()
+                .unwrap();
+            old.open_tree("log").unwrap().insert(b"k", b"v").unwrap();
+            old.flush().unwrap();
+        }
+        assert_ne!(
+            SLED_SEGMENT_SIZE,
+            8 << 20,
+            "the test needs a different size"
+        );
+        assert_eq!(created_segment_size(&path), Some(8 << 20));
+        let db = SledStore.open(&path, 1 << 20).unwrap();
+        let log = db.tree("log").unwrap();
+        assert_eq!(log.get(b"k").unwrap(), Some(b"v".to_vec()));
+    }
+
+    #[test]
+    fn a_new_database_gets_the_current_segment_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        let db = SledStore.open(&path, 1 << 20).unwrap();
+        db.sync().unwrap();
+        assert_eq!(created_segment_size(&path), Some(SLED_SEGMENT_SIZE));
     }
 }
