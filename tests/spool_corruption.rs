@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use dbmazz::core::*;
+use dbmazz::spool::storage::{SledStore, Store};
 use dbmazz::spool::{Spool, SpoolError};
 
 /// A spool with 10 one-change transactions, payload `MARKER-<k>-...`, each flushed on its
@@ -176,17 +177,15 @@ fn a_record_that_fails_its_own_crc_names_its_sequence() {
         })
         .unwrap();
     {
-        let db = sled::Config::new()
-            .path(&seg)
-            .segment_size(8 << 20)
-            .open()
-            .unwrap();
-        let log = db.open_tree("log").unwrap();
-        let mut v = log.get(9u64.to_be_bytes()).unwrap().unwrap().to_vec();
+        // Through the spool's own store: it opens the database with the sled segment
+        // size it was created with.
+        let db = SledStore.open(&seg, 1 << 20).unwrap();
+        let log = db.tree("log").unwrap();
+        let mut v = log.get(&9u64.to_be_bytes()).unwrap().unwrap();
         let n = v.len();
         v[n - 10] ^= 0x01;
-        log.insert(9u64.to_be_bytes(), v).unwrap();
-        db.flush().unwrap();
+        log.insert(&9u64.to_be_bytes(), &v).unwrap();
+        db.sync().unwrap();
     }
     let s = Spool::open(dir.path(), small_opts()).unwrap();
     let rep = s.verify().unwrap();

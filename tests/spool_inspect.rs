@@ -9,6 +9,7 @@ use std::path::Path;
 use common::*;
 use dbmazz::cli::spool::{run, SpoolArgs, SpoolCommand};
 use dbmazz::core::*;
+use dbmazz::spool::storage::{SledStore, Store};
 use dbmazz::spool::{inspect, Spool, SpoolError};
 use serde_json::Value as Json;
 
@@ -234,24 +235,17 @@ fn verify_fails_and_names_the_sequence_of_a_corrupt_record() {
         .unwrap()
         .path();
     {
-        let db = sled::Config::new()
-            .path(&seg)
-            .segment_size(8 << 20)
-            .open()
-            .unwrap();
+        // Through the spool's own store: it opens the database with the sled segment
+        // size it was created with.
+        let db = SledStore.open(&seg, 1 << 20).unwrap();
         // One flush: records 1..=12 are one block, keyed 1. Records 1..=3 are loaded,
         // so verify names 4, the first pending record of the damaged block.
-        let log = db.open_tree("log").unwrap();
-        let (k, v) = log
-            .range(..=5u64.to_be_bytes())
-            .next_back()
-            .unwrap()
-            .unwrap();
+        let log = db.tree("log").unwrap();
+        let (k, mut v) = log.floor(&5u64.to_be_bytes()).unwrap().unwrap();
         assert_eq!(&k[..], &1u64.to_be_bytes());
-        let mut v = v.to_vec();
         v[40] ^= 0xff;
-        log.insert(k, v).unwrap();
-        db.flush().unwrap();
+        log.insert(&k, &v).unwrap();
+        db.sync().unwrap();
     }
     let args = SpoolArgs {
         dir: Some(dir.path().to_path_buf()),

@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use dbmazz::core::*;
+use dbmazz::spool::storage::{SledStore, Store, DEFAULT_TREE};
 use dbmazz::spool::{Spool, SpoolError, SpoolRecord};
 
 #[test]
@@ -278,13 +279,12 @@ fn unknown_format_version_and_a_held_lock_are_clear_errors() {
     // write, 1 a spool of one record per key (before issue 10's blocks).
     for version in [99u32, 1] {
         {
-            let db = sled::Config::new()
-                .path(dir.path().join("meta"))
-                .segment_size(8 << 20)
-                .open()
+            let db = SledStore.open(&dir.path().join("meta"), 1 << 20).unwrap();
+            db.tree(DEFAULT_TREE)
+                .unwrap()
+                .insert(b"format_version", &version.to_be_bytes())
                 .unwrap();
-            db.insert("format_version", &version.to_be_bytes()).unwrap();
-            db.flush().unwrap();
+            db.sync().unwrap();
         }
         match Spool::open(dir.path(), small_opts()) {
             Err(

@@ -333,6 +333,12 @@ impl Planner {
 
 /// A row of every column, or a partial row when some columns are unchanged TOAST.
 fn full_or_partial(seq: u64, t: &[Value], key_idx: &[usize], op: RowOp) -> (ColumnSet, PlannedRow) {
+    let omitted = |i: usize| t[i] == Value::UnchangedToast && !key_idx.contains(&i);
+    if !(0..t.len()).any(omitted) {
+        // The common case, without the list of present columns (one allocation a row).
+        let values = t.iter().cloned().enumerate().collect();
+        return (ColumnSet::Full, PlannedRow { seq, op, values });
+    }
     let present: Vec<usize> = (0..t.len())
         .filter(|&i| t[i] != Value::UnchangedToast || key_idx.contains(&i))
         .collect();

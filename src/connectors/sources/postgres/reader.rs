@@ -319,7 +319,7 @@ impl Reader {
                             ReplicationMessage::XLogData { wal_start, wal_end, data, .. } => {
                                 received = received.max(wal_end).max(wal_start);
                                 batch_bytes += data.len();
-                                let ev = decoder.decode(wal_start, &data).map_err(|e| {
+                                let ev = decoder.decode_bytes(wal_start, &data).map_err(|e| {
                                     fail(SourceError::Decode { lsn: wal_start, reason: e.to_string() }, last_commit)
                                 })?;
                                 if let Some(ev) = ev {

@@ -2,13 +2,15 @@
 //! Owns the transaction/stream-segment state (which top-level xid changes belong to, and
 //! whether in-segment xids are present); a message impossible in the current state is an error.
 
+use bytes::Bytes;
+
 use crate::core::{Change, ChangeOp, Column, CommitInfo, Lsn, ReaderEvent, Relation, Xid};
 
 use super::messages::{
     PgOutputMessage, COLUMN_FLAG_KEY, MESSAGE_TRANSACTIONAL, TRUNCATE_CASCADE,
     TRUNCATE_RESTART_IDENTITY,
 };
-use super::parser::{parse, ParseError};
+use super::parser::{parse, parse_bytes, ParseError};
 
 /// Where in the message flow the decoder is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +75,16 @@ impl Decoder {
         payload: &[u8],
     ) -> Result<Option<ReaderEvent>, ParseError> {
         let msg = parse(payload, self.in_stream())?;
+        self.decode_message(wal_start, msg)
+    }
+
+    /// [`Decoder::decode`] of a payload held in `Bytes`: row values are slices of it.
+    pub fn decode_bytes(
+        &mut self,
+        wal_start: Lsn,
+        payload: &Bytes,
+    ) -> Result<Option<ReaderEvent>, ParseError> {
+        let msg = parse_bytes(payload, self.in_stream())?;
         self.decode_message(wal_start, msg)
     }
 

@@ -76,6 +76,20 @@ pub enum ParseError {
 /// Insert, Update, Delete, Truncate and Message carry an Int32 xid right after the tag.
 /// An unknown tag is `Ok(PgOutputMessage::Unknown { tag })`.
 pub fn parse(buf: &[u8], in_stream: bool) -> Result<PgOutputMessage, ParseError> {
+    parse_in(buf, None, in_stream)
+}
+
+/// [`parse`] over a message held in `Bytes` (as the replication connection hands it
+/// over): row images are slices of `buf`, not copies.
+pub fn parse_bytes(buf: &Bytes, in_stream: bool) -> Result<PgOutputMessage, ParseError> {
+    parse_in(buf, Some(buf), in_stream)
+}
+
+fn parse_in(
+    buf: &[u8],
+    owner: Option<&Bytes>,
+    in_stream: bool,
+) -> Result<PgOutputMessage, ParseError> {
     let Some(&t) = buf.first() else {
         return Err(ParseError::Empty);
     };
@@ -84,6 +98,7 @@ pub fn parse(buf: &[u8], in_stream: bool) -> Result<PgOutputMessage, ParseError>
     }
     let mut c = Cursor {
         buf,
+        owner,
         pos: 1,
         message: tag_name(t),
     };
@@ -280,6 +295,8 @@ fn old_kind(marker: u8) -> OldKind {
 /// A read position over one message; every read is bounds-checked.
 struct Cursor<'a> {
     buf: &'a [u8],
+    /// `buf` as shared bytes, when it is: values are sliced from it instead of copied.
+    owner: Option<&'a Bytes>,
     pos: usize,
     message: &'static str,
 }
@@ -421,8 +438,8 @@ impl<'a> Cursor<'a> {
     }
 
     /// TupleData: Int16 column count, then per column `n`, `u`, `t` + data or `b` + data.
-    /// Checked first; then the tuple's bytes are copied once and every value is a slice
-    /// of that copy (one allocation per tuple, not one per column).
+    /// Checked first; then every value is a slice of the message's bytes (when it is held
+    /// in `Bytes`) or of one copy of the tuple (one allocation per tuple).
     fn tuple(&mut self) -> Result<Tuple, ParseError> {
         let start = self.pos;
         let n = self.count16("tuple column count", 1)?;
@@ -439,7 +456,10 @@ impl<'a> Cursor<'a> {
                 other => return Err(self.invalid_byte("tuple column kind", off, other)),
             }
         }
-        let bytes = Bytes::copy_from_slice(&self.buf[start..self.pos]);
+        let bytes = match self.owner {
+            Some(owner) => owner.slice(start..self.pos),
+            None => Bytes::copy_from_slice(&self.buf[start..self.pos]),
+        };
         // The same walk over the same bytes: cannot fail after the checks above.
         let raw = RawTuple::parse(bytes).map_err(|_| ParseError::InvalidLength {
             message: self.message,
@@ -476,6 +496,8 @@ mod tests {
     fn check(bytes: &[u8], in_stream: bool, expected: PgOutputMessage) {
         let got = parse(bytes, in_stream).unwrap();
         assert_eq!(got, expected);
+        let shared = Bytes::copy_from_slice(bytes);
+        assert_eq!(parse_bytes(&shared, in_stream).unwrap(), expected);
         assert_eq!(
             encode(&expected),
             bytes,
@@ -676,6 +698,28 @@ mod tests {
                 ],
             },
         );
+    }
+
+    /// The reader's path: values are slices of the received message, not copies.
+    #[test]
+    fn parse_bytes_slices_values_out_of_the_message() {
+        #[rustfmt::skip]
+        let msg = Bytes::from(vec![
+            b'I', 0x00, 0x00, 0x40, 0x00, b'N', 0x00, 0x02,
+            b't', 0x00, 0x00, 0x00, 0x02, b'4', b'2',
+            b'b', 0x00, 0x00, 0x00, 0x01, 0x07,
+        ]);
+        let PgOutputMessage::Insert { new, .. } = parse_bytes(&msg, false).unwrap() else {
+            panic!("not an insert");
+        };
+        let range = msg.as_ptr() as usize..msg.as_ptr() as usize + msg.len();
+        for v in &new {
+            let (Value::Text(b) | Value::Binary(b)) = v else {
+                panic!("{v:?}")
+            };
+            assert!(range.contains(&(b.as_ptr() as usize)), "{v:?} was copied");
+        }
+        assert_eq!(new, vec![text("42"), Value::Binary(vec![7].into())]);
     }
 
     #[test]
