@@ -453,8 +453,13 @@ fn rebuild_segments(
                     entries = removed,
                     keep_up_to, "discarded log entries past the durable mark"
                 );
-                seg.sync()?;
             }
+            // Synced even when nothing was left to cut: the previous run may have cut
+            // records past the mark (a discarded open transaction) in the OS's cache
+            // only. The writer reuses those sequences next, in new blocks; if a power
+            // loss then brought the old block back whole, its discarded records would be
+            // read in place of the new ones.
+            seg.sync()?;
             match seg.last_seq() {
                 Ok(last) => last.unwrap_or(0),
                 // A damaged last block: its records are read (and fail) up to the mark.
