@@ -198,7 +198,11 @@ impl Spool {
                 self.seg_cache(),
             )?);
             if let Some(old) = w.current.take() {
-                w.pending.dirty.push(old);
+                // Finished: synced now rather than at the next checkpoint, so it can be
+                // closed at once (sled keeps an open database's values in memory, and a
+                // Stream Commit copies a whole transaction in one append). Syncing early
+                // publishes nothing: only the ledger's mark makes records durable.
+                old.sync()?;
             }
             {
                 let mut sh = lock(&self.inner.shared);
@@ -215,6 +219,7 @@ impl Spool {
             }
             w.current = Some(seg);
             w.current_bytes = 0;
+            super::close_idle_segments(&mut lock(&self.inner.shared));
             self.reclaim()?;
         }
         w.current.clone().ok_or_else(|| SpoolError::Storage {
