@@ -81,7 +81,7 @@ async fn traffic(
     stop_at: Instant,
 ) -> Result<Vec<u64>> {
     let stmt = client
-        .prepare("INSERT INTO bench VALUES ($1, $2, md5($1::text) || repeat('x', 58), now())")
+        .prepare("INSERT INTO bench VALUES ($1::bigint, $2, md5($1::bigint::text) || repeat('x', 58), now())")
         .await
         .ctx("prepare the traffic insert")?;
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_sec));
