@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tracing::info;
@@ -72,13 +73,21 @@ fn key_positions(rel: &Relation, keys: &[String]) -> Result<Vec<usize>, SinkFail
         .collect()
 }
 
+/// Retries of a Stream Load (and of the sink's DDL and catalog calls). The delay is
+/// capped at 10 s rather than the default 60 s: while StarRocks is down a probe every 10 s
+/// costs nothing, and once it is back the backlog starts loading within seconds instead
+/// of idling up to a minute (a long outage reached the 60 s cap).
+pub fn load_retry() -> RetryPolicy {
+    RetryPolicy::new(Duration::from_millis(500), Duration::from_secs(10))
+}
+
 impl StarRocksLoadSink {
     /// Builds the sink without contacting StarRocks: the HTTP client, the (lazy) MySQL
     /// admin, and the PostgreSQL catalog connection, with which every configured table is
     /// mapped now (an unmapped type, a missing table or a table without a primary key is
     /// a permanent error here, not a surprise at the first load).
     pub async fn new(cfg: &Config, sink: &SinkConfig) -> Result<Self, SinkFailure> {
-        Self::with_retry(cfg, sink, RetryPolicy::default()).await
+        Self::with_retry(cfg, sink, load_retry()).await
     }
 
     /// [`StarRocksLoadSink::new`] with a retry policy (tests use short delays).
@@ -429,6 +438,23 @@ impl LoadSink for StarRocksLoadSink {
 mod tests {
     use super::*;
     use crate::core::{Column, ReplicaIdentity};
+
+    /// However long StarRocks stays down, a load is retried at least every 10 s, so the
+    /// backlog starts moving within seconds of its return.
+    #[test]
+    fn load_retries_never_wait_more_than_ten_seconds() {
+        let mut b = load_retry().backoff();
+        let delays: Vec<Duration> = (0..200).map_while(|_| b.next_delay()).collect();
+        assert_eq!(delays.len(), 200, "retried for as long as it takes");
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_secs(10)),
+            "{delays:?}"
+        );
+        assert!(
+            delays[100..].iter().all(|d| *d >= Duration::from_secs(5)),
+            "the cap is reached (jitter shortens by at most 30%): {delays:?}"
+        );
+    }
 
     fn rel(cols: &[&str]) -> Relation {
         Relation {
