@@ -126,3 +126,65 @@ fn finished_segments_are_closed_while_nothing_reads() {
         st.segments
     );
 }
+
+/// Memory flat in a streamed transaction's size: it is stored as a chain of chunk
+/// databases of `segment_bytes`, only the last one open. A transaction spanning many
+/// chunks (several stream segments, as PostgreSQL sends them) commits whole and in
+/// order, and its chunks are gone after the next checkpoint.
+#[test]
+fn a_large_streamed_transaction_spans_chunks_and_commits_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Spool::open(
+        dir.path(),
+        SpoolOptions {
+            cache_capacity: 8 << 20,
+            max_bytes: 1 << 40,
+            segment_bytes: 64 << 10,
+        },
+    )
+    .unwrap();
+    s.append(&ReaderEvent::Relation(rel(1, 2))).unwrap();
+    let xid = 77;
+    let n = 400u64;
+    for seg in 0..4 {
+        s.append(&ReaderEvent::StreamStart {
+            xid,
+            first_segment: seg == 0,
+        })
+        .unwrap();
+        for i in 0..n / 4 {
+            let k = seg * (n / 4) + i;
+            s.append(&ReaderEvent::Change(insert(
+                xid,
+                1,
+                1000 + k,
+                &format!("{k:04}{}", "s".repeat(4000)),
+            )))
+            .unwrap();
+        }
+        s.append(&ReaderEvent::StreamStop).unwrap();
+        s.flush().unwrap();
+    }
+    let streams = dir.path().join("streams");
+    let chunks = std::fs::read_dir(&streams).unwrap().count();
+    assert!(chunks >= 10, "1.6 MB in chunks of 64 KiB: {chunks} chunks");
+    s.append(&ReaderEvent::StreamCommit(CommitInfo {
+        xid,
+        commit_lsn: Lsn(5000),
+        end_lsn: Lsn(5008),
+        commit_time: 0,
+    }))
+    .unwrap();
+    s.flush().unwrap();
+    let recs = read_all(&s);
+    assert_eq!(recs.len() as u64, n + 1, "every change and the commit");
+    for (k, (_, r)) in recs.iter().take(n as usize).enumerate() {
+        let dbmazz::spool::SpoolRecord::Change { change, .. } = r else {
+            panic!("record {k} is not a change: {r:?}")
+        };
+        assert_eq!(change.lsn.0, 1000 + k as u64, "changes in arrival order");
+    }
+    s.flush().unwrap();
+    let left = std::fs::read_dir(&streams).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "the committed transaction's chunks are removed");
+}

@@ -261,7 +261,7 @@ impl Spool {
             *e = (*e).max(*v);
         }
         let seg_cache = (opts.cache_capacity / 4).max(1 << 20);
-        let streams = StreamStore::open(store.clone(), &dir, seg_cache)?;
+        let streams = StreamStore::open(store.clone(), &dir, seg_cache, opts.segment_bytes)?;
 
         // Recovery: drop segments past the durable mark and fully loaded ones; cut the
         // tail of the last one back to the durable mark.

@@ -1,12 +1,15 @@
 //! In-progress streamed transactions (pgoutput protocol v2), kept on disk by xid until
 //! Stream Commit (then their stored records are moved into the log, as they are, as one
-//! contiguous transaction) or Stream Abort (dropped). Each transaction is a tree of blocks
-//! (like the log's, keyed by the index of their first change); one block is filled at a
-//! time, so memory does not grow with the number or size of streamed transactions. Keeps invariant 4 (loadable only at Stream Commit) and 10 (a streamed
-//! transaction's size never lives in memory). Never made durable: after a crash or a
-//! reconnect PostgreSQL streams these transactions again from their start. Dropping
-//! data is deferred to the writer's next checkpoint, so rolling back to the last
-//! checkpoint (after a full disk) always finds what the replayed events need.
+//! contiguous transaction) or Stream Abort (dropped). Each transaction is a chain of chunk
+//! databases under `<spool>/streams/` (`xid-<xid>-<n>-<first change index>`), each
+//! holding blocks (like the log's, keyed by the index of their first change) up to
+//! the log's segment size (`SpoolOptions::segment_bytes`); only the chunk being written is open. sled keeps every value written
+//! to an open database in memory, so this is what keeps memory flat whatever the size of
+//! a streamed transaction (invariant 10). Keeps invariant 4 (loadable only at Stream
+//! Commit). Never made durable: after a crash or a reconnect PostgreSQL streams these
+//! transactions again from their start. Dropping data is deferred to the writer's next
+//! checkpoint, so rolling back to the last checkpoint (after a full disk) always finds
+//! what the replayed events need.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::Bound;
@@ -23,10 +26,6 @@ use super::segment::remove;
 use super::storage::{Database, Store, Tree};
 use crate::core::{Change, RelationId, Xid};
 
-/// After this many bytes went through the streams database, it is recreated as soon as no
-/// streamed transaction is open, so its disk space comes back.
-const RECREATE_AFTER_BYTES: u64 = 64 << 20;
-
 /// What the writer knows of one streamed transaction (everything but its tree handle).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StreamMeta {
@@ -36,59 +35,73 @@ pub(crate) struct StreamMeta {
     pub changes: u64,
     aborted: HashSet<Xid>,
     pub rels: BTreeSet<(RelationId, u32)>,
+    /// First change index of each chunk, in order; the last one is written to.
+    chunks: Vec<u64>,
+    /// Bytes of blocks in the last chunk.
+    chunk_bytes: u64,
+}
+
+/// The chunk being written (its tree is dropped before its database).
+struct OpenChunk {
+    first: u64,
+    tree: Box<dyn Tree>,
+    db: Box<dyn Database>,
 }
 
 pub(crate) struct StreamTxn {
     pub meta: StreamMeta,
-    tree: Box<dyn Tree>,
+    open: Option<OpenChunk>,
 }
 
 /// The streams' state at a checkpoint (see `StreamStore::restore`).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct StreamSnapshot {
     txns: BTreeMap<Xid, StreamMeta>,
-    written: u64,
     counter: u64,
 }
 
 pub(crate) struct StreamStore {
     store: Option<Arc<dyn Store>>,
-    path: PathBuf,
+    /// `<spool>/streams`: the chunk databases.
+    dir: PathBuf,
     cache_bytes: u64,
+    /// Bytes of blocks per chunk.
+    chunk_bytes: u64,
     pub txns: BTreeMap<Xid, StreamTxn>,
-    written: u64,
-    /// Makes tree names unique, so a dropped (deferred) tree never meets a new one.
+    /// Makes chunk names unique, so a dropped (deferred) chunk never meets a new one.
     counter: u64,
-    /// Trees to drop at the next checkpoint.
-    doomed: Vec<String>,
+    /// Chunk databases to remove at the next checkpoint.
+    doomed: Vec<PathBuf>,
     /// The transaction whose block is being filled (`block`).
     open: Option<Xid>,
     block: BlockBuilder,
     /// Written since the last checkpoint.
     dirty: bool,
-    // Declared last: the trees are dropped before the database.
-    db: Option<Box<dyn Database>>,
 }
 
 impl StreamStore {
     /// A fresh store; whatever a previous run left in `<dir>/streams` is discarded.
-    pub(crate) fn open(store: Arc<dyn Store>, spool_dir: &Path, cache_bytes: u64) -> Result<Self> {
-        let path = spool_dir.join("streams");
-        if store.exists(&path) {
-            remove(store.as_ref(), &path)?;
+    pub(crate) fn open(
+        store: Arc<dyn Store>,
+        spool_dir: &Path,
+        cache_bytes: u64,
+        chunk_bytes: u64,
+    ) -> Result<Self> {
+        let dir = spool_dir.join("streams");
+        if store.exists(&dir) {
+            remove(store.as_ref(), &dir)?;
         }
         Ok(StreamStore {
             store: Some(store),
-            path,
+            dir,
             cache_bytes,
+            chunk_bytes,
             txns: BTreeMap::new(),
-            written: 0,
             counter: 0,
             doomed: Vec::new(),
             open: None,
             block: BlockBuilder::new(0),
             dirty: false,
-            db: None,
         })
     }
 
@@ -96,16 +109,15 @@ impl StreamStore {
     pub(crate) fn empty() -> Self {
         StreamStore {
             store: None,
-            path: PathBuf::new(),
+            dir: PathBuf::new(),
             cache_bytes: 0,
+            chunk_bytes: 0,
             txns: BTreeMap::new(),
-            written: 0,
             counter: 0,
             doomed: Vec::new(),
             open: None,
             block: BlockBuilder::new(0),
             dirty: false,
-            db: None,
         }
     }
 
@@ -116,18 +128,23 @@ impl StreamStore {
         })
     }
 
-    fn db(&mut self) -> Result<&dyn Database> {
-        if self.db.is_none() {
-            let db = self
-                .store()?
-                .open(&self.path, self.cache_bytes)
-                .map_err(|e| SpoolError::store("opening the streams database", e))?;
-            self.db = Some(db);
-        }
-        self.db.as_deref().ok_or_else(|| SpoolError::Storage {
-            context: "opening the streams database".into(),
-            message: "not open".into(),
-        })
+    fn chunk_path(dir: &Path, meta: &StreamMeta, first: u64) -> PathBuf {
+        dir.join(format!("{}-{first:020}", meta.name))
+    }
+
+    /// Opens the chunk database of `meta` starting at change `first`.
+    fn open_chunk(&self, meta: &StreamMeta, first: u64) -> Result<OpenChunk> {
+        let store = self.store()?;
+        store
+            .create_dir_all(&self.dir)
+            .map_err(|e| SpoolError::store("creating the streams directory", e))?;
+        let db = store
+            .open(&Self::chunk_path(&self.dir, meta, first), self.cache_bytes)
+            .map_err(|e| SpoolError::store("opening a streamed transaction's chunk", e))?;
+        let tree = db
+            .tree(super::storage::DEFAULT_TREE)
+            .map_err(|e| SpoolError::store("opening a streamed transaction's chunk", e))?;
+        Ok(OpenChunk { first, tree, db })
     }
 
     /// Starts (or continues) the streamed transaction `xid`.
@@ -142,11 +159,6 @@ impl StreamStore {
         if !self.txns.contains_key(&xid) {
             self.counter += 1;
             let name = format!("xid-{xid}-{}", self.counter);
-            self.dirty = true;
-            let tree = self
-                .db()?
-                .tree(&name)
-                .map_err(|e| SpoolError::store("opening a streamed transaction", e))?;
             self.txns.insert(
                 xid,
                 StreamTxn {
@@ -157,8 +169,10 @@ impl StreamStore {
                         changes: 0,
                         aborted: HashSet::new(),
                         rels: BTreeSet::new(),
+                        chunks: Vec::new(),
+                        chunk_bytes: 0,
                     },
-                    tree,
+                    open: None,
                 },
             );
         }
@@ -190,14 +204,15 @@ impl StreamStore {
         txn.meta.bytes += len;
         txn.meta.changes += 1;
         txn.meta.rels.insert((change.relation, rel_version));
-        self.written += len;
         if self.block.is_full() {
             self.close_block()?;
         }
         Ok(len)
     }
 
-    /// Writes the block being filled to its transaction's tree (not flushed).
+    /// Writes the block being filled to its transaction's last chunk (not flushed),
+    /// starting a new chunk when the last one is full (the full one is handed to the OS
+    /// and closed: its values leave memory).
     pub(crate) fn close_block(&mut self) -> Result<()> {
         let Some(xid) = self.open.take() else {
             return Ok(());
@@ -206,12 +221,39 @@ impl StreamStore {
             return Ok(());
         }
         let first = self.block.first_seq;
-        if let Some(txn) = self.txns.get(&xid) {
-            txn.tree
-                .insert(&seq_key(first), self.block.finish())
+        let Some(mut txn) = self.txns.remove(&xid) else {
+            self.block.reset(0);
+            return Ok(());
+        };
+        let r = self.write_block(&mut txn, first);
+        self.txns.insert(xid, txn);
+        self.block.reset(0);
+        r
+    }
+
+    fn write_block(&mut self, txn: &mut StreamTxn, first: u64) -> Result<()> {
+        let full = txn.meta.chunks.is_empty() || txn.meta.chunk_bytes >= self.chunk_bytes;
+        if full {
+            if let Some(c) = txn.open.take() {
+                c.db.flush()
+                    .map_err(|e| SpoolError::store("flushing a streamed transaction's chunk", e))?;
+            }
+            let chunk = self.open_chunk(&txn.meta, first)?;
+            txn.meta.chunks.push(first);
+            txn.meta.chunk_bytes = 0;
+            txn.open = Some(chunk);
+        } else if txn.open.is_none() {
+            let last = txn.meta.chunks.last().copied().unwrap_or(first);
+            txn.open = Some(self.open_chunk(&txn.meta, last)?);
+        }
+        let data = self.block.finish();
+        let len = data.len() as u64;
+        if let Some(c) = &txn.open {
+            c.tree
+                .insert(&seq_key(first), data)
                 .map_err(|e| SpoolError::store("appending to a streamed transaction", e))?;
         }
-        self.block.reset(0);
+        txn.meta.chunk_bytes += len;
         Ok(())
     }
 
@@ -241,31 +283,43 @@ impl StreamStore {
             reason: format!("streamed transaction {xid}, change {i}: {e}"),
         };
         let mut expected = 0u64;
-        for kv in t.tree.range(Bound::Unbounded, Bound::Excluded(&end[..])) {
-            let (k, v) = kv.map_err(|e| SpoolError::store("reading a streamed transaction", e))?;
-            let first = key_seq(&k)?;
-            let block =
-                Block::parse(first, bytes::Bytes::from(v)).map_err(|e| corrupt(first, e))?;
-            if first != expected {
-                return Err(corrupt(
-                    expected,
-                    SpoolError::Protocol("changes missing from the stored stream".into()),
-                ));
-            }
-            expected = block.last_seq() + 1;
-            for (i, rec) in block.records_from(first) {
-                let head = change_head(i, &rec)
-                    .map_err(|e| corrupt(i, e))?
-                    .ok_or_else(|| {
-                        corrupt(
-                            i,
-                            SpoolError::Protocol("a commit record in a stream".into()),
-                        )
-                    })?;
-                if t.meta.aborted.contains(&head.subxid) {
-                    continue;
+        for &chunk_first in &t.meta.chunks {
+            // The open chunk is read through its handle; the others are opened in turn.
+            let opened;
+            let tree: &dyn Tree = match &t.open {
+                Some(c) if c.first == chunk_first => c.tree.as_ref(),
+                _ => {
+                    opened = self.open_chunk(&t.meta, chunk_first)?;
+                    opened.tree.as_ref()
                 }
-                f(&rec, head)?;
+            };
+            for kv in tree.range(Bound::Unbounded, Bound::Excluded(&end[..])) {
+                let (k, v) =
+                    kv.map_err(|e| SpoolError::store("reading a streamed transaction", e))?;
+                let first = key_seq(&k)?;
+                let block =
+                    Block::parse(first, bytes::Bytes::from(v)).map_err(|e| corrupt(first, e))?;
+                if first != expected {
+                    return Err(corrupt(
+                        expected,
+                        SpoolError::Protocol("changes missing from the stored stream".into()),
+                    ));
+                }
+                expected = block.last_seq() + 1;
+                for (i, rec) in block.records_from(first) {
+                    let head = change_head(i, &rec)
+                        .map_err(|e| corrupt(i, e))?
+                        .ok_or_else(|| {
+                            corrupt(
+                                i,
+                                SpoolError::Protocol("a commit record in a stream".into()),
+                            )
+                        })?;
+                    if t.meta.aborted.contains(&head.subxid) {
+                        continue;
+                    }
+                    f(&rec, head)?;
+                }
             }
         }
         if expected != t.meta.next {
@@ -285,7 +339,16 @@ impl StreamStore {
             self.block.reset(0);
         }
         if let Some(t) = self.txns.remove(&xid) {
-            self.doomed.push(t.meta.name);
+            self.doom(t);
+        }
+    }
+
+    /// Its chunks go at the next checkpoint (closed now).
+    fn doom(&mut self, t: StreamTxn) {
+        let StreamTxn { meta, open } = t;
+        drop(open);
+        for first in &meta.chunks {
+            self.doomed.push(Self::chunk_path(&self.dir, &meta, *first));
         }
     }
 
@@ -293,11 +356,9 @@ impl StreamStore {
     pub(crate) fn clear(&mut self) {
         self.open = None;
         self.block.reset(0);
-        let names: Vec<String> = std::mem::take(&mut self.txns)
-            .into_values()
-            .map(|t| t.meta.name)
-            .collect();
-        self.doomed.extend(names);
+        for (_, t) in std::mem::take(&mut self.txns) {
+            self.doom(t);
+        }
     }
 
     pub(crate) fn bytes(&self) -> u64 {
@@ -310,9 +371,11 @@ impl StreamStore {
         if !self.dirty {
             return Ok(());
         }
-        if let Some(db) = &self.db {
-            db.flush()
-                .map_err(|e| SpoolError::store("flushing the streams database", e))?;
+        for t in self.txns.values() {
+            if let Some(c) = &t.open {
+                c.db.flush()
+                    .map_err(|e| SpoolError::store("flushing the streams database", e))?;
+            }
         }
         self.dirty = false;
         Ok(())
@@ -326,112 +389,99 @@ impl StreamStore {
                 .iter()
                 .map(|(x, t)| (*x, t.meta.clone()))
                 .collect(),
-            written: self.written,
             counter: self.counter,
         }
     }
 
-    /// After a checkpoint: drops what was discarded before it, and recreates the
-    /// database when it has no open transaction and has carried a lot. Failures are only
-    /// logged (this is garbage collection; it is tried again at the next checkpoint).
+    /// After a checkpoint: removes the chunks of what was discarded before it. Failures
+    /// are only logged (this is garbage collection; it is tried again at the next
+    /// checkpoint).
     pub(crate) fn collect_garbage(&mut self) {
-        if self.db.is_none() {
+        let Some(store) = self.store.clone() else {
             self.doomed.clear();
             return;
-        }
-        if self.txns.is_empty() && (!self.doomed.is_empty() || self.written >= RECREATE_AFTER_BYTES)
-        {
-            // Nothing open: removing the whole database is cheaper than dropping trees,
-            // and gives its disk space back.
-            self.doomed.clear();
-            self.db = None;
-            self.written = 0;
-            if let Some(store) = self.store.clone() {
-                if let Err(e) = remove(store.as_ref(), &self.path) {
-                    warn!(error = %e, "could not remove the streams database");
-                }
-            }
-            return;
-        }
-        while let Some(name) = self.doomed.pop() {
-            let r = match &self.db {
-                Some(db) => db.drop_tree(&name),
-                None => Ok(()),
-            };
-            if let Err(e) = r {
-                warn!(error = %e, tree = name, "could not drop a finished streamed transaction");
-                self.doomed.push(name);
+        };
+        while let Some(path) = self.doomed.pop() {
+            if let Err(e) = remove(store.as_ref(), &path) {
+                warn!(error = %e, chunk = %path.display(), "could not remove a finished streamed transaction");
+                self.doomed.push(path);
                 return;
             }
         }
     }
 
-    /// Rolls back to `snap` after a storage error: reopens the database, cuts each open
-    /// transaction back to what it held at the snapshot and drops every other tree.
+    /// Rolls back to `snap` after a storage error: closes everything, cuts each open
+    /// transaction's last chunk back to what it held at the snapshot and removes every
+    /// other chunk.
     pub(crate) fn restore(&mut self, snap: &StreamSnapshot) -> Result<()> {
         self.open = None;
         self.block.reset(0);
         self.txns.clear();
-        self.db = None;
         self.doomed.clear();
-        self.written = snap.written;
         self.counter = snap.counter;
         self.dirty = false;
         let store = self.store()?.clone();
         if snap.txns.is_empty() {
-            if store.exists(&self.path) {
-                remove(store.as_ref(), &self.path)?;
+            if store.exists(&self.dir) {
+                remove(store.as_ref(), &self.dir)?;
             }
             return Ok(());
         }
-        let keep: BTreeMap<&str, u64> = snap
+        let dir = self.dir.clone();
+        let keep: BTreeMap<PathBuf, (&StreamMeta, u64)> = snap
             .txns
             .values()
-            .map(|m| (m.name.as_str(), m.next))
+            .flat_map(|m| {
+                let dir = &dir;
+                m.chunks
+                    .iter()
+                    .map(move |f| (Self::chunk_path(dir, m, *f), (m, *f)))
+            })
             .collect();
-        let db = self.db()?;
-        let names = db
-            .tree_names()
-            .map_err(|e| SpoolError::store("listing streamed transactions", e))?;
+        let names = if store.exists(&self.dir) {
+            store
+                .list(&self.dir)
+                .map_err(|e| SpoolError::store("listing streamed transactions", e))?
+        } else {
+            Vec::new()
+        };
         for name in names {
-            match keep.get(name.as_str()) {
-                None => db
-                    .drop_tree(&name)
-                    .map_err(|e| SpoolError::store("dropping a streamed transaction", e))?,
-                Some(next) => {
-                    let tree = db
-                        .tree(&name)
-                        .map_err(|e| SpoolError::store("opening a streamed transaction", e))?;
-                    let start = seq_key(*next);
-                    let tail: Vec<Vec<u8>> = tree
+            let path = self.dir.join(&name);
+            match keep.get(&path) {
+                None => remove(store.as_ref(), &path)?,
+                Some((meta, first)) if meta.chunks.last() == Some(first) => {
+                    let c = self.open_chunk(meta, *first)?;
+                    let start = seq_key(meta.next);
+                    let tail: Vec<Vec<u8>> = c
+                        .tree
                         .range(Bound::Included(&start[..]), Bound::Unbounded)
                         .map(|kv| kv.map(|(k, _)| k))
                         .collect::<std::result::Result<_, _>>()
                         .map_err(|e| SpoolError::store("reading a streamed transaction", e))?;
                     for k in tail {
-                        tree.remove(&k).map_err(|e| {
+                        c.tree.remove(&k).map_err(|e| {
                             SpoolError::store("cutting back a streamed transaction", e)
                         })?;
                     }
+                    c.db.flush()
+                        .map_err(|e| SpoolError::store("flushing the streams database", e))?;
                 }
+                Some(_) => {}
             }
         }
-        let mut txns = BTreeMap::new();
-        for (xid, meta) in &snap.txns {
-            let tree = db
-                .tree(&meta.name)
-                .map_err(|e| SpoolError::store("opening a streamed transaction", e))?;
-            txns.insert(
-                *xid,
-                StreamTxn {
-                    meta: meta.clone(),
-                    tree,
-                },
-            );
-        }
-        db.flush()
-            .map_err(|e| SpoolError::store("flushing the streams database", e))?;
-        self.txns = txns;
+        self.txns = snap
+            .txns
+            .iter()
+            .map(|(xid, meta)| {
+                (
+                    *xid,
+                    StreamTxn {
+                        meta: meta.clone(),
+                        open: None,
+                    },
+                )
+            })
+            .collect();
         Ok(())
     }
 }
