@@ -11,17 +11,22 @@ use common::*;
 use dbmazz::core::*;
 use dbmazz::spool::{dir_bytes, Spool, SpoolOptions};
 
-fn run(total: u64) {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Spool::open(
-        dir.path(),
+/// A spool in `dir` with this cache and segment size and no capacity limit.
+fn spool(dir: &std::path::Path, cache_capacity: u64, segment_bytes: u64) -> Spool {
+    Spool::open(
+        dir,
         SpoolOptions {
-            cache_capacity: 16 << 20,
+            cache_capacity,
             max_bytes: 1 << 40,
-            segment_bytes: 32 << 20,
+            segment_bytes,
         },
     )
-    .unwrap();
+    .unwrap()
+}
+
+fn run(total: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spool(dir.path(), 16 << 20, 32 << 20);
     s.append(&ReaderEvent::Relation(rel(1, 2))).unwrap();
     let payload = "r".repeat(4000);
     let per_txn = 50u64;
@@ -94,15 +99,7 @@ fn loading_everything_gives_the_disk_back_1gb() {
 #[test]
 fn finished_segments_are_closed_while_nothing_reads() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Spool::open(
-        dir.path(),
-        SpoolOptions {
-            cache_capacity: 8 << 20,
-            max_bytes: 1 << 40,
-            segment_bytes: 256 << 10,
-        },
-    )
-    .unwrap();
+    let s = spool(dir.path(), 8 << 20, 256 << 10);
     s.append(&ReaderEvent::Relation(rel(1, 2))).unwrap();
     let payload = "r".repeat(4000);
     let (mut xid, mut lsn) = (1u32, 1u64);
@@ -134,15 +131,7 @@ fn finished_segments_are_closed_while_nothing_reads() {
 #[test]
 fn a_large_streamed_transaction_spans_chunks_and_commits_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Spool::open(
-        dir.path(),
-        SpoolOptions {
-            cache_capacity: 8 << 20,
-            max_bytes: 1 << 40,
-            segment_bytes: 64 << 10,
-        },
-    )
-    .unwrap();
+    let s = spool(dir.path(), 8 << 20, 64 << 10);
     s.append(&ReaderEvent::Relation(rel(1, 2))).unwrap();
     let xid = 77;
     let n = 400u64;
