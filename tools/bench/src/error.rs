@@ -8,7 +8,7 @@ pub enum BenchError {
         what: String,
         source: std::io::Error,
     },
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", pg_message(source))]
     Postgres {
         what: String,
         source: tokio_postgres::Error,
@@ -22,6 +22,14 @@ pub enum BenchError {
 }
 
 pub type Result<T> = std::result::Result<T, BenchError>;
+
+/// tokio-postgres displays a server error as just "db error": say what the server said.
+fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
 
 /// Adds what was being done to an I/O or PostgreSQL error.
 pub trait Context<T> {
