@@ -74,6 +74,10 @@ pub struct Options {
     pub txn_pause: Duration,
     /// No faults at all: the workload alone (to tell logic bugs from fault handling).
     pub calm: bool,
+    /// Protocol 2 with streaming (`SOURCE_STREAMING=true`) and PostgreSQL's
+    /// `logical_decoding_work_mem` at its 64 kB minimum, so most workload transactions
+    /// reach dbmazz as streamed transactions (the spool's stream chunks under chaos).
+    pub streaming: bool,
 }
 
 impl Options {
@@ -88,6 +92,7 @@ impl Options {
             converge_timeout: Duration::from_secs(240) + duration / 2,
             txn_pause: Duration::from_millis(3),
             calm: false,
+            streaming: false,
         }
     }
 }
@@ -231,9 +236,11 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         .prefix("dbmazz-chaos-")
         .tempdir()
         .map_err(|e| format!("work dir: {e}"))?;
-    let mut pg =
-        PgCluster::start_with(pg_scratch::Options::default().setting("wal_sender_timeout", "10s"))
-            .map_err(|e| format!("postgres: {e}"))?;
+    let mut pg_opts = pg_scratch::Options::default().setting("wal_sender_timeout", "10s");
+    if opts.streaming {
+        pg_opts = pg_opts.setting("logical_decoding_work_mem", "64kB");
+    }
+    let mut pg = PgCluster::start_with(pg_opts).map_err(|e| format!("postgres: {e}"))?;
     pg.psql("postgres", SCHEMA)
         .map_err(|e| format!("schema: {e}"))?;
     let sr = Arc::new(
@@ -267,6 +274,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             ("GRPC_LISTEN".into(), format!("127.0.0.1:{}", free_port()?)),
             ("HTTP_LISTEN".into(), format!("127.0.0.1:{}", free_port()?)),
             ("RUST_LOG".into(), "info".into()),
+            ("SOURCE_STREAMING".into(), opts.streaming.to_string()),
         ],
         child: None,
     };

@@ -26,6 +26,9 @@ struct Args {
     /// No faults: the workload alone.
     #[arg(long)]
     calm: bool,
+    /// Protocol 2: most transactions arrive streamed (logical_decoding_work_mem 64kB).
+    #[arg(long)]
+    streaming: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -40,6 +43,7 @@ async fn main() -> ExitCode {
     }
     opts.disk_full = !args.no_disk_full;
     opts.calm = args.calm;
+    opts.streaming = args.streaming;
     let mut out = std::io::stdout();
     match dbmazz_chaos::run(opts).await {
         Ok(report) => {
