@@ -104,6 +104,10 @@ pub struct Report {
     pub chaos_seconds: f64,
     pub converge_seconds: f64,
     pub transactions_committed: u64,
+    /// Transactions PostgreSQL sent to the slot as streamed ones
+    /// (`pg_stat_replication_slots.stream_txns`; its statistics restart from zero after
+    /// an immediate restart, so this counts since the last one).
+    pub streamed_txns: Option<i64>,
     pub sigkills: u64,
     pub sigterms: u64,
     pub pg_restarts_fast: u64,
@@ -181,8 +185,9 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  transactions committed {}; dbmazz SIGKILL {} SIGTERM {}; PostgreSQL restarts fast {} immediate {}, outages {}; StarRocks outages {}; disk-full runs {}",
+            "  transactions committed {} (streamed by PostgreSQL since its last crash: {}); dbmazz SIGKILL {} SIGTERM {}; PostgreSQL restarts fast {} immediate {}, outages {}; StarRocks outages {}; disk-full runs {}",
             self.transactions_committed,
+            self.streamed_txns.map_or("unknown".to_string(), |n| n.to_string()),
             self.sigkills,
             self.sigterms,
             self.pg_restarts_fast,
@@ -299,6 +304,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         stop_rx.clone(),
         opts.seed,
         opts.txn_pause,
+        if opts.streaming { 10 } else { 0 },
     ));
     let sampler_state = Arc::new(Mutex::new(SamplerState::default()));
     let sampler = tokio::spawn(sampler(
@@ -429,6 +435,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         report.confirmation_violations = s.violations.clone();
     }
     report.transactions_committed = ledger.lock().map_err(|_| "ledger poisoned")?.count;
+    report.streamed_txns = streamed_txns(&conn).await;
     report.disk_full_errors_logged = std::fs::read_to_string(&daemon.log)
         .unwrap_or_default()
         .lines()
@@ -744,6 +751,7 @@ async fn workload(
     stop: watch::Receiver<bool>,
     seed: u64,
     pause: Duration,
+    big_every: i64,
 ) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut k: i64 = 0;
@@ -754,7 +762,19 @@ async fn workload(
         };
         while !*stop.borrow() {
             k += 1;
-            let sql = transaction(&mut rng, k);
+            let mut sql = transaction(&mut rng, k);
+            if big_every > 0 && k % big_every == 0 {
+                // About 130 kB of changes: past logical_decoding_work_mem (64 kB), so
+                // PostgreSQL streams the transaction.
+                sql = sql.replacen(
+                    "BEGIN;\n",
+                    &format!(
+                        "BEGIN;\nINSERT INTO c_trunc2 SELECT g, repeat(md5(g::text || '{k}'), 8) \
+                         FROM generate_series(1, {IDS}) g ON CONFLICT (id) DO UPDATE SET v = excluded.v;\n"
+                    ),
+                    1,
+                );
+            }
             match client.batch_execute(&sql).await {
                 Ok(()) => {
                     let lsn = client
@@ -847,6 +867,19 @@ async fn confirmed_lsn(conn: &str) -> Result<u64, String> {
     let s: Option<String> = row.try_get(0).map_err(|e| e.to_string())?;
     s.and_then(|s| parse_lsn(&s))
         .ok_or_else(|| "no confirmed LSN".into())
+}
+
+async fn streamed_txns(conn: &str) -> Option<i64> {
+    let client = connect(conn).await.ok()?;
+    client
+        .query_opt(
+            "SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = 'dbmazz_slot'",
+            &[],
+        )
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| r.try_get::<_, i64>(0).ok())
 }
 
 async fn current_lsn(conn: &str) -> Result<u64, String> {
