@@ -126,13 +126,9 @@ mod shared_bytes {
 }
 
 impl std::fmt::Debug for Value {
+    /// As its borrowed view prints.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Value::Null => f.write_str("Null"),
-            Value::UnchangedToast => f.write_str("UnchangedToast"),
-            Value::Text(b) => write!(f, "Text({:?})", String::from_utf8_lossy(b)),
-            Value::Binary(b) => write!(f, "Binary({} bytes)", b.len()),
-        }
+        std::fmt::Debug::fmt(&self.as_ref(), f)
     }
 }
 

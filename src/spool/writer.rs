@@ -367,12 +367,11 @@ impl Spool {
             tables: BTreeMap::new(),
         });
         // Move the stream's records into the log as they are stored (no decoding); on
-        // failure undo so the event can be retried. The segment is handed to the OS every
-        // few MiB so a huge transaction never piles up in the storage engine's memory.
+        // failure undo so the event can be retried. A huge transaction does not pile up
+        // in memory: each segment it fills is synced and closed as the writer rolls past.
         let result = (|| -> Result<()> {
             let mut streams =
                 std::mem::replace(&mut w.streams, super::stream::StreamStore::empty());
-            let mut since_flush = 0u64;
             let r = streams.for_each(info.xid, |rec: &[u8], head: ChangeHead| {
                 let (seq, len) = self.write_record(
                     w,
@@ -383,13 +382,6 @@ impl Spool {
                     None,
                 )?;
                 self.count_change(w, seq, len, head.relation, head.rel_version);
-                since_flush += len;
-                if since_flush >= STREAM_COPY_FLUSH_BYTES {
-                    since_flush = 0;
-                    if let Some(cur) = &w.current {
-                        cur.flush()?;
-                    }
-                }
                 Ok(())
             });
             w.streams = streams;
@@ -759,10 +751,6 @@ pub fn spawn(
     let handle = tokio::spawn(run(spool, rx, gc, tx));
     (handle, mark_rx)
 }
-
-/// While a streamed transaction is moved into the log, its segment is flushed after this
-/// many bytes (bounds the storage engine's memory whatever the transaction's size).
-const STREAM_COPY_FLUSH_BYTES: u64 = 8 << 20;
 
 /// How long the writer waits before looking again while the spool is full.
 const FULL_RETRY: Duration = Duration::from_millis(200);
