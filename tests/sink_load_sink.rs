@@ -102,7 +102,7 @@ async fn construction_needs_no_starrocks_and_the_check_is_transient() {
     let (fe, my) = (closed_port(), closed_port());
     let cfg = config(&pg, fe, my, "items", &[]);
     let s = sink(&cfg).await.expect("built without StarRocks");
-    let e = s.check_targets(&RetryNote::detached()).await.unwrap_err();
+    let e = s.check_targets().await.unwrap_err();
     assert!(e.is_transient(), "{e}");
     assert_eq!(
         e.message,
@@ -150,7 +150,7 @@ async fn permanent_problems_are_permanent() {
     let sr = double().await;
     let cfg = config(&pg, sr.fe_http_port(), sr.mysql_port(), "items", &[]);
     let s = sink(&cfg).await.unwrap();
-    let e = s.check_targets(&RetryNote::detached()).await.unwrap_err();
+    let e = s.check_targets().await.unwrap_err();
     assert_eq!(e.kind, SinkFailureKind::Permanent);
     assert!(
         e.message
@@ -170,7 +170,7 @@ async fn permanent_problems_are_permanent() {
     let e = sink(&cfg)
         .await
         .unwrap()
-        .check_targets(&RetryNote::detached())
+        .check_targets()
         .await
         .unwrap_err();
     assert_eq!(e.kind, SinkFailureKind::Permanent);
@@ -197,7 +197,7 @@ async fn prepare_gives_the_catalog_primary_key_positions() {
         &[("SINK_CREATE_TABLES", "true")],
     );
     let s = sink(&cfg).await.unwrap();
-    s.check_targets(&RetryNote::detached()).await.unwrap();
+    s.check_targets().await.unwrap();
     let p = s
         .prepare(&relation(7, &[]), 1, &RetryNote::detached())
         .await

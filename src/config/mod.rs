@@ -453,6 +453,8 @@ pub struct PipelineConfig {
     pub flush_bytes: u64,
     pub flush_interval: Duration,
     pub ack_policy: AckPolicy,
+    /// Stream Loads (tables) in flight at once.
+    pub max_concurrent_loads: usize,
 }
 
 /// The local spool.
@@ -547,6 +549,11 @@ impl Config {
                         "spooled" => Some(AckPolicy::Spooled),
                         _ => None,
                     },
+                )?,
+                max_concurrent_loads: raw.parse_required(
+                    "MAX_CONCURRENT_LOADS",
+                    "a positive integer",
+                    parse_positive,
                 )?,
             },
             spool: SpoolConfig {

@@ -82,6 +82,7 @@ pub const SETTINGS: &[Setting] = &[
     s("FLUSH_SIZE", "flush_size", Some("10000"), "Maximum rows per Stream Load batch."),
     s("FLUSH_BYTES", "flush_bytes", Some("67108864"), "Maximum payload bytes per Stream Load batch (accepts KiB/MiB/GiB suffixes)."),
     s("FLUSH_INTERVAL_MS", "flush_interval_ms", Some("5000"), "Maximum age of a batch before it is loaded."),
+    s("MAX_CONCURRENT_LOADS", "max_concurrent_loads", Some("16"), "Stream Loads in flight at once (one per table; the other tables of a window wait their turn). StarRocks refuses new loads past max_running_txn_num_per_db running transactions per database (1000 since 3.1, 100 before); keep this well under it, counting other writers."),
     s("ACK_POLICY", "ack_policy", Some("loaded"), "When to confirm an LSN to PostgreSQL: `loaded` (after StarRocks has it) or `spooled` (after the local spool has it durably; PostgreSQL stops retaining WAL for it)."),
     // Spool.
     s("SPOOL_DIR", "spool.dir", Some("./dbmazz-spool"), "Directory of the durable spool."),

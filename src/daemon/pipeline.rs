@@ -102,6 +102,7 @@ impl Pipeline {
                 flush_interval: cfg.pipeline.flush_interval,
                 ack_policy: AckPolicy::Loaded,
                 read_chunk: 4096,
+                max_concurrent_loads: cfg.pipeline.max_concurrent_loads,
                 soft_deletes: cfg
                     .sink
                     .as_ref()

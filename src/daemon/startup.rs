@@ -24,7 +24,6 @@ use crate::connectors::sources::postgres::{client, setup, SourceError};
 use crate::core::retry::RetryPolicy;
 use crate::core::Lsn;
 use crate::lifecycle::{self, Dependency, SinkStartup};
-use crate::pipeline::loader::RetryNote;
 use crate::spool::identity::ACCEPT_GAP_SETTING;
 use crate::spool::{
     check_source, Gap, SlotFinding, SourceDecision, SourceIdentity, Spool, SpoolOptions,
@@ -315,7 +314,7 @@ pub(super) async fn start_sink(
         }
     };
     let check = |s: Arc<StarRocksLoadSink>| async move {
-        match s.check_targets(&RetryNote::detached()).await {
+        match s.check_targets().await {
             Ok(()) => SinkStartup::Ready,
             Err(e) if e.is_transient() => SinkStartup::Retrying(e.to_string()),
             Err(e) => SinkStartup::Fatal(e),

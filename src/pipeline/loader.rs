@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt as _;
 use tokio::sync::{watch, Mutex};
 use tracing::{debug, info, warn};
 
@@ -233,6 +234,8 @@ pub struct LoaderOptions {
     pub read_chunk: usize,
     /// `SINK_DELETE_MODE=soft` (see `Planner::with_soft_deletes`).
     pub soft_deletes: bool,
+    /// Tables loading at once (`MAX_CONCURRENT_LOADS`); the others wait for a free turn.
+    pub max_concurrent_loads: usize,
 }
 
 /// Inputs that steer the loader.
@@ -896,18 +899,25 @@ impl<S: LoadSink> Loader<S> {
         let note = RetryNote(self.status.clone());
         let spool_id = self.spool.id();
         loop {
-            let futs = work.iter().map(|w| {
-                run_table(
-                    &*self.sink,
-                    &self.spool,
-                    &spool_id,
-                    w,
-                    journal,
-                    &self.status,
-                    &note,
-                )
-            });
-            let all = futures_util::future::join_all(futs);
+            let futs: Vec<_> = work
+                .iter()
+                .map(|w| {
+                    run_table(
+                        &*self.sink,
+                        &self.spool,
+                        &spool_id,
+                        w,
+                        journal,
+                        &self.status,
+                        &note,
+                    )
+                })
+                .collect();
+            // At most `max_concurrent_loads` tables at once: a window touching hundreds of
+            // tables must not open as many Stream Load transactions at the same time.
+            let all = futures_util::stream::iter(futs)
+                .buffer_unordered(self.opts.max_concurrent_loads.max(1))
+                .collect::<Vec<_>>();
             let interrupt = async {
                 loop {
                     if *control.shutdown.borrow() {

@@ -258,6 +258,7 @@ async fn drain_with(
             ack_policy: AckPolicy::Loaded,
             read_chunk: 7,
             soft_deletes: false,
+            max_concurrent_loads: 16,
         },
         ctx,
     );
@@ -543,6 +544,7 @@ async fn truncate_of_two_tables_as_the_first_change_of_the_second_loads() {
             ack_policy: AckPolicy::Loaded,
             read_chunk: 7,
             soft_deletes: false,
+            max_concurrent_loads: 16,
         },
         ctx,
     );

@@ -34,11 +34,21 @@ impl E2e {
         tables: &str,
         targets: &[&str],
     ) -> E2e {
+        Self::start_full(options, DoubleConfig::default(), schema, tables, targets).await
+    }
+
+    /// [`E2e::start_with_options`] with the double configured too (e.g. its
+    /// `max_running_txn_num_per_db`).
+    pub async fn start_full(
+        options: pg_scratch::Options,
+        double: DoubleConfig,
+        schema: &str,
+        tables: &str,
+        targets: &[&str],
+    ) -> E2e {
         let pg = PgCluster::start_with(options).expect("postgres");
         pg.psql("postgres", schema).expect("schema");
-        let sr = StarRocksDouble::start(DoubleConfig::default())
-            .await
-            .expect("double");
+        let sr = StarRocksDouble::start(double).await.expect("double");
         for ddl in targets {
             sr.create_table(DB, ddl).expect("target table");
         }

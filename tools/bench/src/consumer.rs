@@ -82,6 +82,9 @@ pub struct Env<'a> {
     pub work: &'a Path,
     pub dbmazz: &'a Path,
     pub dbmazz_env: &'a [(String, String)],
+    /// The tables dbmazz replicates, when not the one `bench` table (their targets are
+    /// created by the caller).
+    pub tables: Option<&'a [String]>,
 }
 
 /// A started consumer.
@@ -114,7 +117,11 @@ impl Running {
         let dir = env.work.join(&spec.name);
         std::fs::create_dir_all(&dir).ctx(format!("create {}", dir.display()))?;
         let log = dir.join("log.txt");
-        let logf = std::fs::File::create(&log).ctx(format!("create {}", log.display()))?;
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .ctx(format!("create {}", log.display()))?;
         let pg = &env.source.pg;
         let (mut cmd, metrics, spool_dir) = match spec.kind {
             Kind::Limit { proto } => {
@@ -135,7 +142,10 @@ impl Running {
                 (c, None, None)
             }
             Kind::Dbmazz { streaming, .. } => {
-                env.sr.create_table(&spec.name, TARGET_DDL)?;
+                if env.tables.is_none() {
+                    env.sr.create_table(&spec.name, TARGET_DDL)?;
+                }
+                let tables = env.tables.map(|t| t.join(",")).unwrap_or("bench".into());
                 let http = free_addr()?;
                 let grpc = free_addr()?;
                 let spool = dir.join("spool");
@@ -151,7 +161,7 @@ impl Running {
                             spec.name
                         ),
                     )
-                    .env("TABLES", "bench")
+                    .env("TABLES", tables)
                     .env("SOURCE_SLOT_NAME", &spec.name)
                     .env("SOURCE_PUBLICATION_NAME", PUBLICATION)
                     .env("SOURCE_STREAMING", streaming.to_string())

@@ -12,6 +12,7 @@ mod report;
 mod run;
 mod stats;
 mod steady;
+mod tables;
 mod workload;
 
 use std::io::Write as _;
@@ -62,6 +63,9 @@ struct Cli {
     /// Steady workload: seconds of traffic.
     #[arg(long, default_value_t = 30)]
     steady_secs: u64,
+    /// Tables workload: how many tables.
+    #[arg(long, default_value_t = 200)]
+    tables: usize,
     /// Print the results as JSON (every run and the medians) instead of the table.
     #[arg(long)]
     json: bool,
@@ -166,6 +170,7 @@ async fn bench(cli: Cli) -> Result<()> {
     let mut all_lines = Vec::new();
     let mut results = Vec::new();
     let mut steady_results = Vec::new();
+    let mut tables_results = Vec::new();
     for w in workloads {
         if w == Workload::Steady {
             let mut runs = Vec::new();
@@ -179,6 +184,20 @@ async fn bench(cli: Cli) -> Result<()> {
                 out.flush().ctx("write the table")?;
             }
             steady_results.push(serde_json::json!({"runs": runs, "summary": summary}));
+            continue;
+        }
+        if w == Workload::Tables {
+            let mut runs = Vec::new();
+            for i in 0..cli.runs {
+                tracing::info!(workload = ?w, run = i + 1, of = cli.runs, tables = cli.tables, "run");
+                runs.push(tables::run_once(&opts, cli.tables).await?);
+            }
+            let summary = tables::summarize(&runs)?;
+            if !cli.json {
+                tables::write(&mut out, &summary).ctx("write the table")?;
+                out.flush().ctx("write the table")?;
+            }
+            tables_results.push(serde_json::json!({"runs": runs, "summary": summary}));
             continue;
         }
         let mut runs = Vec::new();
@@ -203,6 +222,7 @@ async fn bench(cli: Cli) -> Result<()> {
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "workloads": results,
         "steady": steady_results,
+        "tables": tables_results,
     });
     if let Some(path) = &cli.json_out {
         let text = serde_json::to_string_pretty(&doc)

@@ -45,6 +45,7 @@ impl Options {
             work,
             dbmazz: &self.dbmazz,
             dbmazz_env: &self.dbmazz_env,
+            tables: None,
         }
     }
 }

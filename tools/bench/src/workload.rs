@@ -17,15 +17,19 @@ pub enum Workload {
     Reader,
     /// Steady ~5k transactions/s for 30 s: commit-to-visible latency.
     Steady,
+    /// Many tables (`--tables`, 200 by default): start to streaming, first and on a restart;
+    /// one transaction touching every table; loads refused for too many running txns.
+    Tables,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 5] = [
+    pub const ALL: [Workload; 6] = [
         Workload::Batch,
         Workload::Small,
         Workload::Big,
         Workload::Reader,
         Workload::Steady,
+        Workload::Tables,
     ];
 
     /// (transactions, rows per transaction) at scale 1.
@@ -34,7 +38,7 @@ impl Workload {
             Workload::Batch | Workload::Reader => (100, 10_000),
             Workload::Small => (200_000, 2),
             Workload::Big => (1, 4_000_000),
-            Workload::Steady => (0, 1),
+            Workload::Steady | Workload::Tables => (0, 1),
         }
     }
 
@@ -45,7 +49,7 @@ impl Workload {
         let s = |n: u64| ((n as f64 * scale).round() as u64).max(1);
         match self {
             Workload::Big => (t, s(r)),
-            Workload::Steady => (t, r),
+            Workload::Steady | Workload::Tables => (t, r),
             _ => (s(t), r),
         }
     }
@@ -53,7 +57,7 @@ impl Workload {
     /// The consumers, in the order they drain: the limit first.
     pub fn consumers(self) -> Vec<Spec> {
         match self {
-            Workload::Batch | Workload::Small | Workload::Steady => {
+            Workload::Batch | Workload::Small | Workload::Steady | Workload::Tables => {
                 vec![Spec::limit(1), Spec::dbmazz(false, false)]
             }
             Workload::Big => vec![
@@ -79,6 +83,7 @@ impl Workload {
                 count(r)
             ),
             Workload::Steady => "steady traffic".into(),
+            Workload::Tables => "many tables".into(),
             _ => format!("{} rows, {} txns of {}", count(rows), count(t), count(r)),
         }
     }

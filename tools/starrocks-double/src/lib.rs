@@ -215,6 +215,14 @@ impl StarRocksDouble {
             .unwrap_or(0)
     }
 
+    /// SQL statements received on the MySQL port since the start (queries and executed
+    /// prepared statements; pings are not counted).
+    pub fn mysql_statements(&self) -> u64 {
+        self.shared
+            .mysql_statements
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Every Stream Load the BE handled, in order.
     pub fn loads(&self) -> Vec<LoadRecord> {
         self.shared.lock().loads.clone()

@@ -199,6 +199,9 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Backend {
             .map(|p| literal(p.value.into_inner()))
             .collect();
         let sql = substitute(&q, values);
+        self.shared
+            .mysql_statements
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let out = sql::execute(&self.shared, &mut self.session, &sql);
         write_output(out, results, true).await
     }
@@ -216,6 +219,9 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Backend {
         results: QueryResultWriter<'a, W>,
     ) -> io::Result<()> {
         tracing::debug!(query, "mysql query");
+        self.shared
+            .mysql_statements
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let out = sql::execute(&self.shared, &mut self.session, query);
         write_output(out, results, false).await
     }

@@ -3,7 +3,7 @@
 //! and is never held across an await, so every load commits atomically.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
@@ -170,6 +170,9 @@ pub struct Shared {
     pub dirty: AtomicBool,
     /// Becomes true on stop.
     pub shutdown: watch::Sender<bool>,
+    /// SQL statements received on the MySQL port (queries and executed prepared
+    /// statements; pings and connection setup are not statements).
+    pub mysql_statements: AtomicU64,
 }
 
 impl Shared {
@@ -186,6 +189,7 @@ impl Shared {
             be_port: AtomicU16::new(0),
             dirty: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
+            mysql_statements: AtomicU64::new(0),
         }
     }
 

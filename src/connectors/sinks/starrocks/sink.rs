@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tracing::info;
+use tracing::{debug, info};
 
-use super::catalog::Catalog;
+use super::catalog::{Catalog, TableInfo};
 use super::csv;
 use super::stream_load::{LoadFormat, LoadRequest, LoadStatus, SinkError, StreamLoadClient};
 use super::tables::{target_names, target_table_name, TableAdmin, TableError, SOFT_DELETE_COLUMN};
@@ -35,16 +35,31 @@ use crate::pipeline::plan::{ColumnSet, RowOp};
 /// Column mappings per (relation, schema version).
 type MappingCache = HashMap<(RelationId, u32), Arc<Vec<ColumnMapping>>>;
 
+/// Whether a relation (from a Relation message) has exactly the columns the catalog
+/// described: same names, types and modifiers, in the same order.
+fn same_columns(described: &Relation, rel: &Relation) -> bool {
+    described.columns.len() == rel.columns.len()
+        && described.columns.iter().zip(&rel.columns).all(|(a, b)| {
+            a.name == b.name && a.type_oid == b.type_oid && a.type_modifier == b.type_modifier
+        })
+}
+
 /// The StarRocks implementation of [`LoadSink`].
 pub struct StarRocksLoadSink {
     client: StreamLoadClient,
     admin: TableAdmin,
     catalog: Catalog,
     cfg: SinkConfig,
-    tables: Vec<TableName>,
     names: BTreeMap<TableName, String>,
     retry: RetryPolicy,
     mappings: Mutex<MappingCache>,
+    /// The catalog's description of every configured table, read once at construction.
+    described: Vec<TableInfo>,
+    /// Tables whose target `check_targets` found ready, with the description it was
+    /// checked against: the first `prepare` of a relation with exactly those columns uses
+    /// it instead of reading both catalogs again (one table at a time, that took seconds
+    /// for a job of hundreds of tables). Used once; later relations are checked anew.
+    checked: Mutex<HashMap<TableName, TableInfo>>,
 }
 
 /// A StarRocks table error as a sink failure: transient ones say that dbmazz retries.
@@ -53,6 +68,14 @@ fn table_failure(e: TableError) -> SinkFailure {
         SinkFailure::transient(format!("{e}; dbmazz keeps retrying"))
     } else {
         SinkFailure::permanent(e.to_string())
+    }
+}
+
+/// The configured-table name of a relation.
+fn table_name(rel: &Relation) -> TableName {
+    TableName {
+        schema: rel.namespace.clone(),
+        name: rel.name.clone(),
     }
 }
 
@@ -103,44 +126,58 @@ impl StarRocksLoadSink {
             .map_err(|e| SinkFailure::permanent(e.to_string()))?;
         let catalog =
             Catalog::connect(&cfg.source.conn, retry.clone(), sink.request_timeout).await?;
-        let me = StarRocksLoadSink {
-            client,
-            admin,
-            catalog,
-            cfg: sink.clone(),
-            tables: cfg.source.tables.clone(),
-            names,
-            retry,
-            mappings: Mutex::new(HashMap::new()),
-        };
-        for t in &me.tables {
-            let info = me.catalog.describe(t, None).await?;
+        let described = catalog.describe_all(&cfg.source.tables, None).await?;
+        for info in &described {
             key_positions(&info.relation, &info.keys)?;
             map_relation(&info.relation, &info.types, Some(&info.keys))
                 .map_err(|e| SinkFailure::permanent(e.to_string()))?;
         }
-        Ok(me)
+        Ok(StarRocksLoadSink {
+            client,
+            admin,
+            catalog,
+            cfg: sink.clone(),
+            names,
+            retry,
+            mappings: Mutex::new(HashMap::new()),
+            described,
+            checked: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Checks (and with SINK_CREATE_TABLES creates) the target of every configured table,
-    /// once. Permanent problems (credentials, an incompatible target, a missing table
+    /// once, against the catalog description read at construction: one
+    /// information_schema query for all targets, DDL only where something is created or
+    /// added. Permanent problems (credentials, an incompatible target, a missing table
     /// with SINK_CREATE_TABLES=false) come back permanent; StarRocks being unreachable
     /// comes back transient, and the caller carries on: the loader checks each target
-    /// again (retrying) before its first load. Catalog reads reconnect to PostgreSQL and
-    /// retry through `note`.
-    pub async fn check_targets(&self, note: &RetryNote) -> Result<(), SinkFailure> {
-        for t in &self.tables {
-            let info = self.catalog.describe(t, Some(note)).await?;
+    /// again (retrying) before its first load.
+    pub async fn check_targets(&self) -> Result<(), SinkFailure> {
+        let targets: Vec<String> = self
+            .described
+            .iter()
+            .map(|i| self.target_name(&i.relation))
+            .collect();
+        let refs: Vec<&str> = targets.iter().map(String::as_str).collect();
+        let mut existing = self.admin.describe_all(&refs).await.map_err(table_failure)?;
+        let mut ready = 0usize;
+        for (info, target) in self.described.iter().zip(&targets) {
             let mappings = map_relation(&info.relation, &info.types, Some(&info.keys))
                 .map_err(|e| SinkFailure::permanent(e.to_string()))?;
-            let target = self.target_name(&info.relation);
+            let source = info.relation.qualified_name();
             let outcome = self
                 .admin
-                .ensure_table(&t.to_string(), &target, &mappings, &info.keys)
+                .ensure_described(&source, target, &mappings, &info.keys, existing.remove(target))
                 .await
                 .map_err(table_failure)?;
-            info!(source = %t, target = %target, ?outcome, "target table ready");
+            debug!(source = %source, target = %target, ?outcome, "target table ready");
+            ready += 1;
+            self.checked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(table_name(&info.relation), info.clone());
         }
+        info!(tables = ready, "target tables ready");
         Ok(())
     }
 
@@ -362,11 +399,7 @@ fn load_failure(source: &str, e: SinkError) -> SinkFailure {
 
 impl LoadSink for StarRocksLoadSink {
     fn target_name(&self, relation: &Relation) -> String {
-        let key = TableName {
-            schema: relation.namespace.clone(),
-            name: relation.name.clone(),
-        };
-        self.names.get(&key).cloned().unwrap_or_else(|| {
+        self.names.get(&table_name(relation)).cloned().unwrap_or_else(|| {
             target_table_name(
                 &self.cfg.table_name_template,
                 &relation.namespace,
@@ -381,7 +414,23 @@ impl LoadSink for StarRocksLoadSink {
         rel_version: u32,
         note: &RetryNote,
     ) -> Result<PreparedTable, SinkFailure> {
-        let (maps, key_columns) = self.ensure_target(relation, note).await?;
+        let checked = {
+            let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+            let name = table_name(relation);
+            match checked.get(&name) {
+                Some(info) if same_columns(&info.relation, relation) => checked.remove(&name),
+                _ => None,
+            }
+        };
+        let (maps, key_columns) = match checked {
+            Some(info) => {
+                let key_columns = key_positions(relation, &info.keys)?;
+                let maps = map_relation(relation, &info.types, Some(&info.keys))
+                    .map_err(|e| SinkFailure::permanent(e.to_string()))?;
+                (Arc::new(maps), key_columns)
+            }
+            None => self.ensure_target(relation, note).await?,
+        };
         self.mappings
             .lock()
             .unwrap_or_else(|p| p.into_inner())

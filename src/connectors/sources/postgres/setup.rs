@@ -894,6 +894,7 @@ pub async fn apply(
             outcome.added_tables = missing.iter().map(|t| t.to_string()).collect();
         }
     }
+    let mut not_full = Vec::new();
     for (t, r) in cfg.tables.iter().zip(&report.tables) {
         let ident = r.replica_identity.as_deref().unwrap_or("default");
         let leaves_full = r.partitions.iter().all(|l| l.replica_identity == "full");
@@ -919,8 +920,12 @@ pub async fn apply(
             }
             info!(table = %t, "set REPLICA IDENTITY FULL (SOURCE_SET_REPLICA_IDENTITY_FULL)");
         } else {
-            info!(table = %t, replica_identity = ident, "replica identity is not FULL: updates that leave TOASTed columns unchanged will be loaded as partial updates");
+            not_full.push(format!("{t} ({ident})"));
         }
+    }
+    if !not_full.is_empty() {
+        // One line for all of them: a job of hundreds of tables would print hundreds.
+        info!(count = not_full.len(), tables = %not_full.join(", "), "replica identity is not FULL: updates that leave TOASTed columns unchanged will be loaded as partial updates");
     }
     if report.slot.is_none() {
         let rows = repl
