@@ -68,7 +68,9 @@ async fn many_tables_start_with_a_few_statements_and_load_within_the_bound() {
         e.wait_for(LONG, "streaming", slot_active).await;
         let mut sql = String::from("BEGIN;\n");
         for t in &names {
-            sql.push_str(&format!("INSERT INTO {t} VALUES ({round}, 'row {round}', {round});\n"));
+            sql.push_str(&format!(
+                "INSERT INTO {t} VALUES ({round}, 'row {round}', {round});\n"
+            ));
         }
         sql.push_str("COMMIT;\n");
         e.sql(&sql);
@@ -95,6 +97,9 @@ async fn many_tables_start_with_a_few_statements_and_load_within_the_bound() {
     for t in &names {
         let rows = e.target(t);
         assert_eq!(rows.len(), 2, "{t}");
-        assert!(rows.iter().any(|r| r["v"] == "row 2" && r["n"] == 2), "{t}: {rows:?}");
+        assert!(
+            rows.iter().any(|r| r["v"] == "row 2" && r["n"] == 2),
+            "{t}: {rows:?}"
+        );
     }
 }

@@ -167,12 +167,7 @@ async fn permanent_problems_are_permanent() {
             ("SINK_CREATE_TABLES", "true"),
         ],
     );
-    let e = sink(&cfg)
-        .await
-        .unwrap()
-        .check_targets()
-        .await
-        .unwrap_err();
+    let e = sink(&cfg).await.unwrap().check_targets().await.unwrap_err();
     assert_eq!(e.kind, SinkFailureKind::Permanent);
     assert!(
         e.message.contains("check SINK_USER and SINK_PASSWORD"),

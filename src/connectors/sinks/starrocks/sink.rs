@@ -159,7 +159,11 @@ impl StarRocksLoadSink {
             .map(|i| self.target_name(&i.relation))
             .collect();
         let refs: Vec<&str> = targets.iter().map(String::as_str).collect();
-        let mut existing = self.admin.describe_all(&refs).await.map_err(table_failure)?;
+        let mut existing = self
+            .admin
+            .describe_all(&refs)
+            .await
+            .map_err(table_failure)?;
         let mut ready = 0usize;
         for (info, target) in self.described.iter().zip(&targets) {
             let mappings = map_relation(&info.relation, &info.types, Some(&info.keys))
@@ -167,7 +171,13 @@ impl StarRocksLoadSink {
             let source = info.relation.qualified_name();
             let outcome = self
                 .admin
-                .ensure_described(&source, target, &mappings, &info.keys, existing.remove(target))
+                .ensure_described(
+                    &source,
+                    target,
+                    &mappings,
+                    &info.keys,
+                    existing.remove(target),
+                )
                 .await
                 .map_err(table_failure)?;
             debug!(source = %source, target = %target, ?outcome, "target table ready");
@@ -399,13 +409,16 @@ fn load_failure(source: &str, e: SinkError) -> SinkFailure {
 
 impl LoadSink for StarRocksLoadSink {
     fn target_name(&self, relation: &Relation) -> String {
-        self.names.get(&table_name(relation)).cloned().unwrap_or_else(|| {
-            target_table_name(
-                &self.cfg.table_name_template,
-                &relation.namespace,
-                &relation.name,
-            )
-        })
+        self.names
+            .get(&table_name(relation))
+            .cloned()
+            .unwrap_or_else(|| {
+                target_table_name(
+                    &self.cfg.table_name_template,
+                    &relation.namespace,
+                    &relation.name,
+                )
+            })
     }
 
     async fn prepare(

@@ -318,8 +318,8 @@ pub async fn resolve_types(
     }
     let mut out = HashMap::new();
     for &oid in oids {
-        if !out.contains_key(&oid) {
-            out.insert(oid, build_type(&raw, oid, 0)?);
+        if let std::collections::hash_map::Entry::Vacant(slot) = out.entry(oid) {
+            slot.insert(build_type(&raw, oid, 0)?);
         }
     }
     Ok(out)
