@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::config::AckPolicy;
 use crate::connectors::sources::postgres::reader::ReaderStatus;
 use crate::core::Lsn;
-use crate::grpc::state::LoaderStatus;
+use crate::pipeline::status::LoaderStatus;
 
 // ------------------------------------------------------------------ states and requests
 
@@ -455,7 +455,7 @@ impl Outages {
     /// the daemon itself is ended by the daemon only. True when it changed.
     pub fn observe_loader(&mut self, l: &LoaderStatus, now: SystemTime) -> bool {
         let before = self.starrocks.clone();
-        let retrying = l.stage == "retrying";
+        let retrying = l.stage == crate::pipeline::status::LoaderStage::Retrying;
         match (&mut self.starrocks, &l.last_error) {
             (
                 Some(Tracked {

@@ -18,9 +18,10 @@ use crate::connectors::sources::postgres::reader::{
 };
 use crate::connectors::sources::postgres::SourceError;
 use crate::core::{Lsn, ReaderEvent};
-use crate::grpc::state::{LoaderStatus, PipelineViews};
+use crate::grpc::state::PipelineViews;
 use crate::lifecycle::{self, DaemonState, DrainPhase, DrainView, Event};
 use crate::pipeline::loader::{LoadSink, Loader, LoaderControl, LoaderError, LoaderOptions};
+use crate::pipeline::status::LoaderStatus;
 use crate::spool::{writer, DurableMark, GroupCommit, Spool, SpoolError};
 
 /// Capacity of the reader → spool-writer channel, in batches.

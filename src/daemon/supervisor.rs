@@ -12,10 +12,10 @@ use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
 use crate::connectors::sources::postgres::reader::ReaderStatus;
-use crate::grpc::state::LoaderStatus;
 use crate::lifecycle::{
     self, ControlRequest, DaemonState, Dependency, Event, LifecycleStatus, Outage,
 };
+use crate::pipeline::status::LoaderStatus;
 
 /// Publishes the lifecycle on one watch channel the control plane reads; every change
 /// goes through [`lifecycle`]'s functions.

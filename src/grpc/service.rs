@@ -159,7 +159,7 @@ pub fn status_snapshot(handle: &DaemonHandle) -> proto::StatusResponse {
     let last_error = last_error(&life, &loader, &reader, Some(&slot));
     // Before the pipeline runs, the stage is the startup step.
     let stage = if started {
-        loader.stage.clone()
+        loader.stage.to_string()
     } else {
         life.activity.clone()
     };
@@ -254,7 +254,7 @@ pub fn health(handle: &DaemonHandle) -> proto::HealthResponse {
     let reader = handle.reader();
     let loader = handle.loader();
     let stage = if handle.pipeline().is_some() {
-        loader.stage.clone()
+        loader.stage.to_string()
     } else {
         life.activity.clone()
     };

@@ -6,7 +6,6 @@
 //! then only the lifecycle (state, activity, outages) and the slot poller are there.
 //! Nothing here blocks the data path.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
@@ -20,42 +19,9 @@ use crate::spool::{Spool, SpoolStats};
 /// The states and requests are the lifecycle's ([`crate::lifecycle`]); re-exported here
 /// for the control plane's users.
 pub use crate::lifecycle::{ControlRequest, DaemonState, LifecycleStatus};
-
-/// Outcome of a table's last load.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
-pub struct LastLoad {
-    pub label: String,
-    /// Unix time in milliseconds.
-    pub at_unix_ms: u64,
-    /// `success`, `already_loaded`, `retrying: <error>`, `failed: <error>`.
-    pub outcome: String,
-    pub rows: u64,
-}
-
-/// Per-target-table counters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
-pub struct TableCounters {
-    pub source_table: String,
-    pub target_table: String,
-    pub rows_upserted: u64,
-    pub rows_deleted: u64,
-    pub truncates: u64,
-    pub loads: u64,
-    pub last_load: Option<LastLoad>,
-}
-
-/// What the loader is doing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
-pub struct LoaderStatus {
-    /// `idle`, `loading`, `retrying`, `paused`, `stopped`, `failed`.
-    pub stage: String,
-    pub loaded_seq: u64,
-    pub confirmed_lsn: Lsn,
-    pub retries: u64,
-    pub last_error: Option<String>,
-    /// Keyed by target table name.
-    pub tables: BTreeMap<String, TableCounters>,
-}
+/// The loader's status is the loader's ([`crate::pipeline::status`]); re-exported here
+/// for the control plane's users.
+pub use crate::pipeline::status::{LastLoad, LoaderStage, LoaderStatus, TableCounters};
 
 /// The slot as PostgreSQL reports it (polled periodically).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]

@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::*;
+use crate::pipeline::status::LoaderStage;
 use ControlRequest as R;
 use DaemonState as S;
 
@@ -283,12 +284,12 @@ fn loader_retries_are_a_starrocks_outage_and_startup_ones_are_kept() {
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(3);
     let mut o = Outages::default();
     let mut l = LoaderStatus {
-        stage: "idle".into(),
+        stage: LoaderStage::Idle,
         retries: 4,
         ..LoaderStatus::default()
     };
     assert!(!o.observe_loader(&l, t0));
-    l.stage = "retrying".into();
+    l.stage = LoaderStage::Retrying;
     l.retries = 5;
     l.last_error = Some("items: connection refused".into());
     assert!(o.observe_loader(&l, t0));
@@ -297,22 +298,22 @@ fn loader_retries_are_a_starrocks_outage_and_startup_ones_are_kept() {
     assert!(o.observe_loader(&l, t0));
     assert_eq!(o.get(Dependency::StarRocks).unwrap().attempts, 4);
     // Paused in the middle of a retry: still unreachable as far as anyone knows.
-    l.stage = "paused".into();
+    l.stage = LoaderStage::Paused;
     assert!(!o.observe_loader(&l, t0));
     assert!(o.get(Dependency::StarRocks).is_some());
     // A retry went through.
-    l.stage = "loading".into();
+    l.stage = LoaderStage::Loading;
     l.last_error = None;
     assert!(o.observe_loader(&l, t0));
     assert!(o.get(Dependency::StarRocks).is_none());
 
     // An outage found by the daemon's startup check is not ended by an idle loader.
     o.failed(Dependency::StarRocks, t0, "connect timeout".into());
-    l.stage = "idle".into();
+    l.stage = LoaderStage::Idle;
     assert!(!o.observe_loader(&l, t0));
     assert!(o.get(Dependency::StarRocks).is_some());
     // The loader's own retries keep it up to date; only the daemon ends it.
-    l.stage = "retrying".into();
+    l.stage = LoaderStage::Retrying;
     l.last_error = Some("items: refused".into());
     assert!(o.observe_loader(&l, t0));
     assert_eq!(

@@ -26,9 +26,9 @@ use tracing::{debug, info, warn};
 
 use super::journal::{Journal, JournalError, JournalStep};
 use super::plan::{ColumnSet, PlanError, PlannedRow, Planner, RowOp, Step};
+use super::status::{LastLoad, LoaderStage, LoaderStatus, TableCounters};
 use crate::config::AckPolicy;
 use crate::core::{ChangeOp, Lsn, Relation, RelationId};
-use crate::grpc::state::{LastLoad, LoaderStatus, TableCounters};
 use crate::spool::{DurableMark, Spool, SpoolError, SpoolRecord};
 
 /// One load for the sink: rows of one table and one column set, in order.
@@ -52,7 +52,7 @@ impl RetryNote {
     pub fn retrying(&self, what: &str, attempt: u32, delay: Duration, error: &str) {
         warn_retry(what, attempt, delay, error);
         self.0.send_modify(|s| {
-            s.stage = "retrying".into();
+            s.stage = LoaderStage::Retrying;
             s.retries += 1;
             s.last_error = Some(format!("{what}: {error}"));
         });
@@ -61,9 +61,9 @@ impl RetryNote {
     /// The operation went through after retries: the error is over.
     pub fn recovered(&self) {
         self.0.send_if_modified(|s| {
-            let changed = s.stage == "retrying" || s.last_error.is_some();
+            let changed = s.stage == LoaderStage::Retrying || s.last_error.is_some();
             if changed {
-                s.stage = "loading".into();
+                s.stage = LoaderStage::Loading;
                 s.last_error = None;
             }
             changed
@@ -314,7 +314,7 @@ impl<S: LoadSink> Loader<S> {
     ) -> (Self, watch::Receiver<LoaderStatus>) {
         let loaded = spool.loaded_mark();
         let (status, rx) = watch::channel(LoaderStatus {
-            stage: "idle".into(),
+            stage: LoaderStage::Idle,
             loaded_seq: loaded.seq,
             confirmed_lsn: loaded.confirmed_lsn,
             ..LoaderStatus::default()
@@ -333,10 +333,10 @@ impl<S: LoadSink> Loader<S> {
         )
     }
 
-    fn stage(&self, stage: &str) {
+    fn stage(&self, stage: LoaderStage) {
         self.status.send_if_modified(|s| {
             let changed = s.stage != stage;
-            s.stage = stage.to_string();
+            s.stage = stage;
             changed
         });
     }
@@ -373,7 +373,7 @@ impl<S: LoadSink> Loader<S> {
                 let through = journal.planned_through;
                 let end = journal.window_end;
                 let Some(journal) = self.replay(journal, &mut control).await? else {
-                    self.stage("stopped");
+                    self.stage(LoaderStage::Stopped);
                     return Ok(());
                 };
                 next = through + 1;
@@ -386,11 +386,11 @@ impl<S: LoadSink> Loader<S> {
         }
         loop {
             if *control.shutdown.borrow() {
-                self.stage("stopped");
+                self.stage(LoaderStage::Stopped);
                 return Ok(());
             }
             if *control.paused.borrow() && !*control.drain.borrow() {
-                self.stage("paused");
+                self.stage(LoaderStage::Paused);
                 tokio::select! {
                     _ = control.paused.changed() => {}
                     _ = control.shutdown.changed() => {}
@@ -427,7 +427,7 @@ impl<S: LoadSink> Loader<S> {
                                 for r in relations {
                                     let v = self.version_of(&mut window, *r)?;
                                     if self.prepare(*r, v, &mut control).await?.is_none() {
-                                        self.stage("stopped");
+                                        self.stage(LoaderStage::Stopped);
                                         return Ok(());
                                     }
                                 }
@@ -435,7 +435,7 @@ impl<S: LoadSink> Loader<S> {
                             let Some(prepared) =
                                 self.prepare(rel.id, rel_version, &mut control).await?
                             else {
-                                self.stage("stopped");
+                                self.stage(LoaderStage::Stopped);
                                 return Ok(());
                             };
                             window.planner.add(
@@ -456,7 +456,7 @@ impl<S: LoadSink> Loader<S> {
                                 && self.flush(&mut window, true, &mut control).await?
                                     == Flow::Stopped
                             {
-                                self.stage("stopped");
+                                self.stage(LoaderStage::Stopped);
                                 return Ok(());
                             }
                         }
@@ -467,7 +467,7 @@ impl<S: LoadSink> Loader<S> {
                         || window.planner.bytes() >= self.opts.flush_bytes.saturating_mul(4);
                     if huge && self.flush(&mut window, false, &mut control).await? == Flow::Stopped
                     {
-                        self.stage("stopped");
+                        self.stage(LoaderStage::Stopped);
                         return Ok(());
                     }
                 }
@@ -481,7 +481,7 @@ impl<S: LoadSink> Loader<S> {
                 .unwrap_or(false);
             if window.last_commit.is_some() && (due || *control.drain.borrow()) {
                 if self.flush(&mut window, true, &mut control).await? == Flow::Stopped {
-                    self.stage("stopped");
+                    self.stage(LoaderStage::Stopped);
                     return Ok(());
                 }
                 continue;
@@ -493,10 +493,10 @@ impl<S: LoadSink> Loader<S> {
                 self.confirm_empty_tail().await?;
             }
             if *control.drain.borrow() && window.last_commit.is_none() {
-                self.stage("drained");
+                self.stage(LoaderStage::Drained);
                 return Ok(());
             }
-            self.stage("idle");
+            self.stage(LoaderStage::Idle);
             let wait = window
                 .started
                 .map(|t| self.opts.flush_interval.saturating_sub(t.elapsed()))
@@ -895,7 +895,7 @@ impl<S: LoadSink> Loader<S> {
         if work.is_empty() {
             return Ok(Flow::Go);
         }
-        self.stage("loading");
+        self.stage(LoaderStage::Loading);
         let note = RetryNote(self.status.clone());
         let spool_id = self.spool.id();
         loop {
@@ -940,7 +940,7 @@ impl<S: LoadSink> Loader<S> {
                         info!("stopping: the load in flight is abandoned (journaled: re-sent with the same label)");
                         return Ok(Flow::Stopped);
                     }
-                    self.stage("paused");
+                    self.stage(LoaderStage::Paused);
                     info!("paused in the middle of a window; resumes where each table stopped");
                     loop {
                         if *control.shutdown.borrow() {
@@ -955,13 +955,13 @@ impl<S: LoadSink> Loader<S> {
                             _ = control.drain.changed() => {}
                         }
                     }
-                    self.stage("loading");
+                    self.stage(LoaderStage::Loading);
                     continue;
                 }
             };
             if let Some(e) = results.into_iter().find_map(Result::err) {
                 self.status.send_modify(|s| {
-                    s.stage = "failed".into();
+                    s.stage = LoaderStage::Failed;
                     s.last_error = Some(e.to_string());
                 });
                 return Err(e);

@@ -9,6 +9,7 @@ pub mod journal;
 pub mod label;
 pub mod loader;
 pub mod plan;
+pub mod status;
 
 #[cfg(test)]
 mod tests;

@@ -233,7 +233,7 @@ fn ins(id: &str, a: &str) -> ChangeOp {
 
 struct Run {
     confirmed: watch::Receiver<Lsn>,
-    status: watch::Receiver<crate::grpc::state::LoaderStatus>,
+    status: watch::Receiver<super::status::LoaderStatus>,
     result: Result<(), LoaderError>,
 }
 
@@ -364,7 +364,10 @@ async fn a_failed_load_confirms_nothing_and_a_replay_reuses_labels() {
         "confirmed past a failed load"
     );
     assert_eq!(spool.loaded_mark().confirmed_lsn, first);
-    assert_eq!(run.status.borrow().stage, "failed");
+    assert_eq!(
+        run.status.borrow().stage,
+        super::status::LoaderStage::Failed
+    );
     let lost = sink.0.lock().unwrap().labels[1].clone();
 
     // Restart: the same window gets the same label, which the sink already has.
@@ -514,7 +517,10 @@ async fn a_label_committed_with_filtered_rows_is_spent_and_the_rows_come_back_un
         first,
         "confirmed past a filtered row"
     );
-    assert_eq!(run.status.borrow().stage, "failed");
+    assert_eq!(
+        run.status.borrow().stage,
+        super::status::LoaderStage::Failed
+    );
     // The operator fixes the target and restarts: the same rows, under a new label.
     let run = drain(&spool, &sink, 100).await;
     run.result.unwrap();

@@ -115,7 +115,7 @@ pub fn loader_status() -> LoaderStatus {
         },
     );
     LoaderStatus {
-        stage: "loading".into(),
+        stage: LoaderStage::Loading,
         loaded_seq: 0,
         confirmed_lsn: Lsn(0x1_0000_0010),
         retries: 3,
