@@ -235,9 +235,8 @@ fn verify_fails_and_names_the_sequence_of_a_corrupt_record() {
         .unwrap()
         .path();
     {
-        // Through the spool's own store: it opens the database with the sled segment
-        // size it was created with.
-        let db = SledStore.open(&seg, 1 << 20).unwrap();
+        // Through the spool's own store.
+        let db = SledStore.open_log(&seg, 1 << 20).unwrap();
         // One flush: records 1..=12 are one block, keyed 1. Records 1..=3 are loaded,
         // so verify names 4, the first pending record of the damaged block.
         let log = db.tree("log").unwrap();

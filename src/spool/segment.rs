@@ -66,7 +66,7 @@ impl Segment {
     ) -> Result<Segment> {
         let path = segment_path(spool_dir, first_seq);
         let db = store
-            .open(&path, cache_bytes)
+            .open_log(&path, cache_bytes)
             .map_err(|e| SpoolError::store(format!("opening segment {}", path.display()), e))?;
         let log = db
             .tree("log")
@@ -232,7 +232,9 @@ impl Segment {
 pub fn dir_bytes(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;
-    let Ok(rd) = fs::read_dir(path) else { return 0 };
+    let Ok(rd) = fs::read_dir(path) else {
+        return fs::metadata(path).map(|m| m.blocks() * 512).unwrap_or(0);
+    };
     for entry in rd.flatten() {
         let Ok(md) = entry.metadata() else { continue };
         if md.is_dir() {

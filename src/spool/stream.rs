@@ -139,7 +139,7 @@ impl StreamStore {
             .create_dir_all(&self.dir)
             .map_err(|e| SpoolError::store("creating the streams directory", e))?;
         let db = store
-            .open(&Self::chunk_path(&self.dir, meta, first), self.cache_bytes)
+            .open_log(&Self::chunk_path(&self.dir, meta, first), self.cache_bytes)
             .map_err(|e| SpoolError::store("opening a streamed transaction's chunk", e))?;
         let tree = db
             .tree(super::storage::DEFAULT_TREE)

@@ -6,6 +6,7 @@
 //! being reopened and a process crash); only `sync` makes a database's contents and its
 //! existence durable (they survive a power loss); `Store::remove` is durable on return.
 
+mod logfile;
 mod sim;
 mod sled_store;
 
@@ -97,6 +98,12 @@ pub trait Store: Send + Sync {
     /// durably only after its first `sync`. One handle per path at a time
     /// (`StoreError::Locked` otherwise).
     fn open(&self, path: &Path, cache_bytes: u64) -> StoreResult<Box<dyn Database>>;
+    /// Opens a log database (log segments, streamed-transaction chunks: written once in
+    /// key order, read back, removed whole); same contract as [`Store::open`]. The real
+    /// store keeps these in append-only files instead of sled.
+    fn open_log(&self, path: &Path, cache_bytes: u64) -> StoreResult<Box<dyn Database>> {
+        self.open(path, cache_bytes)
+    }
     /// Removes the database at `path` (nothing if missing); durable when it returns.
     /// No handle of it may be open.
     fn remove(&self, path: &Path) -> StoreResult<()>;

@@ -57,7 +57,7 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> StoreError {
 }
 
 /// fsync of a directory, so entries created or removed in it survive a power loss.
-fn sync_dir(dir: &Path) -> StoreResult<()> {
+pub(super) fn sync_dir(dir: &Path) -> StoreResult<()> {
     let f = fs::File::open(dir).map_err(|e| io_err("opening directory", dir, e))?;
     f.sync_all()
         .map_err(|e| io_err("fsync of directory", dir, e))
@@ -129,8 +129,22 @@ impl Store for SledStore {
         }))
     }
 
+    /// A log database is an append-only file (`logfile.rs`); a directory at `path` is a
+    /// segment written by an earlier build as a sled database, opened as such.
+    fn open_log(&self, path: &Path, cache_bytes: u64) -> StoreResult<Box<dyn Database>> {
+        if path.is_dir() {
+            return self.open(path, cache_bytes);
+        }
+        Ok(Box::new(super::logfile::LogFileDb::open(path)?))
+    }
+
     fn remove(&self, path: &Path) -> StoreResult<()> {
-        match fs::remove_dir_all(path) {
+        let removed = if path.is_dir() {
+            fs::remove_dir_all(path)
+        } else {
+            fs::remove_file(path)
+        };
+        match removed {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io_err("removing", path, e)),
@@ -224,7 +238,7 @@ impl Database for SledDb {
 /// The `spool::disk-full` failpoint (tests and the chaos tool): the write fails with
 /// ENOSPC, as a full disk would.
 #[inline]
-fn injected_disk_full() -> StoreResult<()> {
+pub(super) fn injected_disk_full() -> StoreResult<()> {
     match crate::failpoints::error(crate::failpoints::SPOOL_DISK_FULL) {
         Some(_) => Err(StoreError::DiskFull(std::io::Error::from_raw_os_error(
             libc::ENOSPC,
