@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use dbmazz::core::*;
 use dbmazz::spool::storage::{SledStore, Store, DEFAULT_TREE};
-use dbmazz::spool::{Spool, SpoolError, SpoolRecord};
+use dbmazz::spool::{Spool, SpoolError, SpoolOptions, SpoolRecord};
 
 #[test]
 fn nothing_is_visible_before_flush_and_all_is_after() {
@@ -85,6 +85,40 @@ fn empty_transactions_advance_the_lsn_but_write_no_record() {
     let s = open(dir.path());
     assert_eq!(s.durable_mark().end_lsn, Lsn(509));
     assert_eq!(s.loaded_mark().confirmed_lsn, Lsn(509));
+    assert_eq!(s.stats().pending_records, 0);
+}
+
+/// Marking loaded up to the durable mark while records past it are already written (the
+/// reader keeps appending) and segments are small, so the mark falls at segment
+/// boundaries: on the real store (a range of the commit index from past the mark to the
+/// mark once panicked there).
+#[test]
+fn marking_loaded_up_to_the_durable_mark_at_segment_boundaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Spool::open(
+        dir.path(),
+        SpoolOptions {
+            segment_bytes: 600,
+            ..small_opts()
+        },
+    )
+    .unwrap();
+    s.append(&ReaderEvent::Relation(rel(1, 2))).unwrap();
+    let mut lsn = 100;
+    for k in 0..30u32 {
+        let n = 1 + (k as usize % 4);
+        s.append_all(&txn(10 + k, 1, lsn, n, &"x".repeat(150)))
+            .unwrap();
+        lsn += 100;
+        let m = s.flush().unwrap();
+        // Records past the mark: the next transaction, written but not flushed.
+        s.append_all(&txn(1000 + k, 1, lsn, 2, "pending")).unwrap();
+        lsn += 100;
+        s.mark_loaded(m.seq, m.end_lsn).unwrap();
+        s.mark_loaded(m.seq, m.end_lsn).unwrap();
+        let m = s.flush().unwrap();
+        s.mark_loaded(m.seq, m.end_lsn).unwrap();
+    }
     assert_eq!(s.stats().pending_records, 0);
 }
 

@@ -407,6 +407,19 @@ impl Database for LogFileDb {
     }
 }
 
+/// Whether the bounds hold no key (`BTreeMap::range` panics on those; a store answers
+/// nothing, as sled does).
+fn is_empty_range(from: Bound<&[u8]>, to: Bound<&[u8]>) -> bool {
+    use Bound::{Excluded, Included};
+    match (from, to) {
+        (Included(a), Included(b)) => a > b,
+        (Included(a), Excluded(b)) | (Excluded(a), Included(b)) | (Excluded(a), Excluded(b)) => {
+            a >= b
+        }
+        _ => false,
+    }
+}
+
 struct LogTree {
     db: Arc<Inner>,
     name: String,
@@ -416,6 +429,9 @@ impl LogTree {
     /// Positions of the entries between the bounds, in key order (read afterwards,
     /// outside the lock).
     fn locs(&self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Vec<(Vec<u8>, Loc)> {
+        if is_empty_range(from, to) {
+            return Vec::new();
+        }
         let st = self.db.lock();
         match st.trees.get(&self.name) {
             Some(t) => t
@@ -632,6 +648,23 @@ mod tests {
         let log = db.tree("log").unwrap();
         assert_eq!(log.get(b"c").unwrap(), None, "the stale frame came back");
         assert_eq!(log.get(b"x").unwrap().unwrap(), b"y");
+    }
+
+    #[test]
+    fn an_empty_or_inverted_range_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir.path().join("seg"));
+        let t = db.tree("t").unwrap();
+        for k in [b"a", b"b", b"c"] {
+            t.insert(k, k).unwrap();
+        }
+        let n = |from: Bound<&[u8]>, to: Bound<&[u8]>| t.range(from, to).count();
+        assert_eq!(n(Bound::Included(b"c"), Bound::Included(b"a")), 0);
+        assert_eq!(n(Bound::Included(b"b"), Bound::Excluded(b"b")), 0);
+        assert_eq!(n(Bound::Excluded(b"b"), Bound::Excluded(b"b")), 0);
+        assert_eq!(n(Bound::Excluded(b"c"), Bound::Included(b"a")), 0);
+        assert_eq!(n(Bound::Included(b"b"), Bound::Included(b"b")), 1);
+        assert_eq!(n(Bound::Excluded(b"a"), Bound::Unbounded), 2);
     }
 
     #[test]
