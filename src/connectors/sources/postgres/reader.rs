@@ -248,6 +248,7 @@ impl Reader {
         let mut paused_open = true;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_published: Option<Instant> = None;
 
         loop {
             let paused = *control.paused.borrow();
@@ -256,18 +257,29 @@ impl Reader {
             // One consistent picture: a batch is either pending or counted in
             // last_commit_end, never both and never neither.
             let pending_batch = pending.is_some();
-            self.status.send_if_modified(|s| {
+            // Positions alone are published at most every STATUS_EVERY (the tick runs the
+            // loop while idle, so a quiet stream still shows its last position within
+            // that); a change of state at once. Publishing after every batch woke the
+            // supervisor once per batch (thousands of times a second while catching up).
+            let now = Instant::now();
+            let due = last_published.is_none_or(|t| now.duration_since(t) >= STATUS_EVERY);
+            let published = self.status.send_if_modified(|s| {
                 let received = s.received_lsn.max(received);
-                let changed = s.held_back != held_back
-                    || s.pending_batch != pending_batch
-                    || s.last_commit_end != last_commit
-                    || s.received_lsn != received;
+                let state_changed = s.held_back != held_back || s.pending_batch != pending_batch;
+                let moved = s.last_commit_end != last_commit || s.received_lsn != received;
+                let changed = state_changed || (moved && due);
+                if !changed {
+                    return false;
+                }
                 s.held_back = held_back;
                 s.pending_batch = pending_batch;
                 s.last_commit_end = last_commit;
                 s.received_lsn = received;
-                changed
+                true
             });
+            if published {
+                last_published = Some(now);
+            }
             tokio::select! {
                 biased;
                 changed = control.shutdown.changed() => {
@@ -400,6 +412,9 @@ impl Reader {
         }
     }
 }
+
+/// How often positions alone (received, last commit handed over) are published.
+const STATUS_EVERY: Duration = Duration::from_millis(50);
 
 /// The flush LSN to report. Normally the confirmed LSN. When the source is idle (no
 /// transaction open, nothing held back, everything handed over confirmed), the server's
