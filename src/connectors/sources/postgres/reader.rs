@@ -43,8 +43,12 @@ pub struct ReaderOptions {
     pub status_interval: Duration,
     /// A batch is handed over when it holds this many events...
     pub max_batch_events: usize,
-    /// ...or this many payload bytes.
+    /// ...or this many payload bytes...
     pub max_batch_bytes: usize,
+    /// ...or when its first event is this old. While catching up, the walsender sends a
+    /// few messages at a time; handing each trickle over on its own cost a wakeup of the
+    /// spool writer and a trip to the blocking pool per batch of a handful of events.
+    pub batch_linger: Duration,
     /// Reconnect backoff (unbounded attempts by default: outages are waited out).
     pub retry: RetryPolicy,
 }
@@ -59,6 +63,7 @@ impl ReaderOptions {
             status_interval: Duration::from_secs(5),
             max_batch_events: 2048,
             max_batch_bytes: 4 << 20,
+            batch_linger: Duration::from_millis(2),
             retry: RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(30)),
         }
     }
@@ -182,6 +187,31 @@ impl Reader {
     /// One connection's life. On error, returns it with the end LSN of the last complete
     /// transaction handed over (a held-back batch is dropped: PostgreSQL re-sends it),
     /// where the next session resumes.
+    /// Hands a batch to the spool writer right away; when its channel is full, holds it
+    /// in `pending` (reading stops until it goes).
+    fn hand_over(
+        &self,
+        b: Vec<ReaderEvent>,
+        pending: &mut Option<Vec<ReaderEvent>>,
+        last_commit: &mut Lsn,
+        pending_commit: Lsn,
+    ) -> Result<(), SourceError> {
+        match self.out.try_send(b) {
+            Ok(()) => {
+                *last_commit = pending_commit;
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(b)) => {
+                debug!("consumer is behind: holding a batch, reading paused");
+                *pending = Some(b);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(SourceError::Setup("the spool writer is gone".into()))
+            }
+        }
+    }
+
     async fn session(
         &self,
         resume: Lsn,
@@ -237,6 +267,8 @@ impl Reader {
         let mut received = resume;
         let mut batch: Vec<ReaderEvent> = Vec::new();
         let mut batch_bytes = 0usize;
+        // When the first event of `batch` arrived (None while it is empty).
+        let mut batch_started: Option<Instant> = None;
         let mut pending: Option<Vec<ReaderEvent>> = None;
         let mut pending_commit = last_commit;
         let mut last_status = Instant::now();
@@ -338,6 +370,7 @@ impl Reader {
                                     if let ReaderEvent::Commit(c) | ReaderEvent::StreamCommit(c) = &ev {
                                         pending_commit = pending_commit.max(c.end_lsn);
                                     }
+                                    batch_started.get_or_insert_with(Instant::now);
                                     batch.push(ev);
                                 }
                             }
@@ -367,20 +400,22 @@ impl Reader {
                             Some(Err(e)) => return Err(fail(e, last_commit)),
                         }
                     }
-                    if !batch.is_empty() {
-                        // Try to hand over right away; else hold it (and stop reading).
-                        let b = std::mem::take(&mut batch);
+                    let full = batch.len() >= self.opts.max_batch_events
+                        || batch_bytes >= self.opts.max_batch_bytes;
+                    let aged = batch_started.is_some_and(|t| t.elapsed() >= self.opts.batch_linger);
+                    if !batch.is_empty() && (full || aged) {
+                        batch_started = None;
                         batch_bytes = 0;
-                        match self.out.try_send(b) {
-                            Ok(()) => last_commit = pending_commit,
-                            Err(mpsc::error::TrySendError::Full(b)) => {
-                                debug!("consumer is behind: holding a batch, reading paused");
-                                pending = Some(b);
-                            }
-                            Err(mpsc::error::TrySendError::Closed(_)) => {
-                                return Err(fail(SourceError::Setup("the spool writer is gone".into()), last_commit));
-                            }
-                        }
+                        self.hand_over(std::mem::take(&mut batch), &mut pending, &mut last_commit, pending_commit)
+                            .map_err(|e| fail(e, last_commit))?;
+                    }
+                }
+                _ = sleep_until(batch_started.map(|t| t + self.opts.batch_linger)), if batch_started.is_some() && pending.is_none() => {
+                    batch_started = None;
+                    batch_bytes = 0;
+                    if !batch.is_empty() {
+                        self.hand_over(std::mem::take(&mut batch), &mut pending, &mut last_commit, pending_commit)
+                            .map_err(|e| fail(e, last_commit))?;
                     }
                 }
                 changed = control.confirmed.changed(), if confirmed_open => {
@@ -410,6 +445,14 @@ impl Reader {
                 }
             }
         }
+    }
+}
+
+/// Resolves at `at` (never when None).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
     }
 }
 
