@@ -729,7 +729,7 @@ impl Default for GroupCommit {
         GroupCommit {
             max_txns: 1000,
             // Also what the task keeps to append again after a full disk.
-            max_bytes: 8 << 20,
+            max_bytes: 2 << 20,
             max_delay: Duration::from_millis(50),
             retry: RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(10)),
         }
