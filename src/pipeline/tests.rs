@@ -606,7 +606,7 @@ async fn a_huge_transaction_loaded_in_parts_resumes_its_parts_after_a_crash() {
     let ops: Vec<ChangeOp> = (0..40).map(|i| ins(&i.to_string(), "v")).collect();
     let last = txn(&spool, 1, &mut lsn, ops);
     spool.flush().unwrap();
-    // flush_rows 2: parts of 8 rows; the third part's answer is lost.
+    // flush_rows 2: parts of 4 rows (PARTS_FACTOR); the third part's answer is lost.
     let sink = FakeSink::default();
     sink.0.lock().unwrap().fail_after_apply.insert(2);
     let run = drain(&spool, &sink, 2).await;
