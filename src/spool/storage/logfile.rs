@@ -33,7 +33,9 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
-use super::{Database, KvIter, KvPair, StoreError, StoreResult, Tree, WriteBatch, DEFAULT_TREE};
+use super::{
+    io_err, Database, KvIter, KvPair, StoreError, StoreResult, Tree, WriteBatch, DEFAULT_TREE,
+};
 
 const MAGIC: &[u8; 8] = b"DBMZLOG1";
 /// A header longer than this is not one (garbage at the tail).
@@ -65,9 +67,9 @@ type Index = BTreeMap<Vec<u8>, Loc>;
 struct State {
     /// End of the last whole frame: where the next one goes.
     len: u64,
-    /// The file's length at open, when longer than `len` (an interrupted write to cut
-    /// before the first new one).
-    stale_tail: Option<u64>,
+    /// The file goes on past `len` (an interrupted write): cut it before the first new
+    /// frame.
+    stale_tail: bool,
     trees: HashMap<String, Index>,
 }
 
@@ -85,13 +87,7 @@ impl Inner {
     }
 
     fn io(&self, what: &str, e: std::io::Error) -> StoreError {
-        let kind = e.kind();
-        let wrapped = std::io::Error::new(kind, format!("{what} {}: {e}", self.path.display()));
-        if crate::spool::error::is_enospc(&e) {
-            StoreError::DiskFull(wrapped)
-        } else {
-            StoreError::Io(wrapped)
-        }
+        io_err(what, &self.path, e)
     }
 
     fn read(&self, loc: Loc) -> StoreResult<Vec<u8>> {
@@ -107,12 +103,11 @@ impl Inner {
         super::sled_store::injected_disk_full()?;
         let (frame, header_len) = encode(ops)?;
         let mut st = self.lock();
-        if let Some(old_len) = st.stale_tail.take() {
-            let len = st.len;
-            if let Err(e) = self.file.set_len(len) {
-                st.stale_tail = Some(old_len);
-                return Err(self.io("cutting an interrupted write at the end of", e));
-            }
+        if st.stale_tail {
+            self.file
+                .set_len(st.len)
+                .map_err(|e| self.io("cutting an interrupted write at the end of", e))?;
+            st.stale_tail = false;
         }
         let start = st.len;
         self.file
@@ -120,29 +115,14 @@ impl Inner {
             .map_err(|e| self.io("appending to", e))?;
         let mut value_at = start + 8 + u64::from(header_len);
         for op in ops {
-            match op {
-                Op::Insert(tree, key, value) => {
-                    st.trees.entry((*tree).to_string()).or_default().insert(
-                        key.to_vec(),
-                        Loc {
-                            offset: value_at,
-                            len: value.len() as u32,
-                        },
-                    );
-                    value_at += value.len() as u64;
-                }
-                Op::Remove(tree, key) => {
-                    if let Some(t) = st.trees.get_mut(*tree) {
-                        t.remove(*key);
-                    }
-                }
-                Op::Clear(tree) => {
-                    st.trees.entry((*tree).to_string()).or_default().clear();
-                }
-                Op::DropTree(tree) => {
-                    st.trees.remove(*tree);
-                }
-            }
+            let (kind, tree, key, len) = match op {
+                Op::Insert(t, k, v) => (KIND_INSERT, *t, *k, v.len() as u32),
+                Op::Remove(t, k) => (KIND_REMOVE, *t, *k, 0),
+                Op::Clear(t) => (KIND_CLEAR, *t, &[][..], 0),
+                Op::DropTree(t) => (KIND_DROP_TREE, *t, &[][..], 0),
+            };
+            index_op(&mut st.trees, kind, tree, key, value_at, len);
+            value_at += u64::from(len);
         }
         st.len = start + frame.len() as u64;
         Ok(())
@@ -189,6 +169,43 @@ fn encode(ops: &[Op<'_>]) -> StoreResult<(Vec<u8>, u32)> {
         }
     }
     Ok((frame, header_len))
+}
+
+/// Applies one op of a frame to the index: written now (`append`) or read back at open
+/// (`scan`). An insert's value lies at `value_at`, `len` bytes.
+fn index_op(
+    trees: &mut HashMap<String, Index>,
+    kind: u8,
+    tree: &str,
+    key: &[u8],
+    value_at: u64,
+    len: u32,
+) {
+    match kind {
+        KIND_INSERT => {
+            let loc = Loc {
+                offset: value_at,
+                len,
+            };
+            // No new String per insert when the tree exists (every block but the first).
+            match trees.get_mut(tree) {
+                Some(t) => t.insert(key.to_vec(), loc),
+                None => trees
+                    .entry(tree.to_string())
+                    .or_default()
+                    .insert(key.to_vec(), loc),
+            };
+        }
+        KIND_REMOVE => {
+            if let Some(t) = trees.get_mut(tree) {
+                t.remove(key);
+            }
+        }
+        KIND_CLEAR => trees.entry(tree.to_string()).or_default().clear(),
+        _ => {
+            trees.remove(tree);
+        }
+    }
 }
 
 /// A decoded header op: kind, tree, key, value length.
@@ -252,29 +269,8 @@ fn scan(file: &fs::File, file_len: u64) -> std::io::Result<(HashMap<String, Inde
         }
         let mut value_at = at + 8 + u64::from(header_len);
         for (kind, tree, key, vlen) in ops {
-            match kind {
-                KIND_INSERT => {
-                    trees.entry(tree).or_default().insert(
-                        key,
-                        Loc {
-                            offset: value_at,
-                            len: vlen,
-                        },
-                    );
-                    value_at += u64::from(vlen);
-                }
-                KIND_REMOVE => {
-                    if let Some(t) = trees.get_mut(&tree) {
-                        t.remove(&key);
-                    }
-                }
-                KIND_CLEAR => {
-                    trees.entry(tree).or_default().clear();
-                }
-                _ => {
-                    trees.remove(&tree);
-                }
-            }
+            index_op(&mut trees, kind, &tree, &key, value_at, vlen);
+            value_at += u64::from(vlen);
         }
         at = end;
     }
@@ -292,11 +288,7 @@ pub(super) struct LogFileDb(Arc<Inner>);
 impl LogFileDb {
     /// Opens (creating if missing) the log file at `path`.
     pub(super) fn open(path: &Path) -> StoreResult<LogFileDb> {
-        let io = |what: &str, e: std::io::Error| {
-            let kind = e.kind();
-            let wrapped = std::io::Error::new(kind, format!("{what} {}: {e}", path.display()));
-            StoreError::from_io(wrapped)
-        };
+        let io = |what: &str, e: std::io::Error| io_err(what, path, e);
         let existed = path.exists();
         let file = fs::OpenOptions::new()
             .read(true)
@@ -323,7 +315,7 @@ impl LogFileDb {
             file.set_len(0).map_err(|e| io("initialising", e))?;
             file.write_all_at(MAGIC, 0)
                 .map_err(|e| io("initialising", e))?;
-            (HashMap::new(), MAGIC.len() as u64, None)
+            (HashMap::new(), MAGIC.len() as u64, false)
         } else {
             let mut magic = [0u8; 8];
             file.read_exact_at(&mut magic, 0)
@@ -343,7 +335,7 @@ impl LogFileDb {
                     "an interrupted write at the end of a log file is ignored"
                 );
             }
-            (trees, len, (len < file_len).then_some(file_len))
+            (trees, len, len < file_len)
         };
         Ok(LogFileDb(Arc::new(Inner {
             path: path.to_path_buf(),

@@ -54,6 +54,15 @@ impl StoreError {
     }
 }
 
+/// An I/O error of `what` on `path`, with both in its message (ENOSPC and EDQUOT are
+/// `DiskFull`).
+pub(crate) fn io_err(what: &str, path: &Path, e: io::Error) -> StoreError {
+    StoreError::from_io(io::Error::new(
+        e.kind(),
+        format!("{what} {}: {e}", path.display()),
+    ))
+}
+
 /// Result of a storage call.
 pub type StoreResult<T> = Result<T, StoreError>;
 

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::{
-    Database, KvIter, KvPair, Store, StoreError, StoreResult, Tree, WriteBatch, DEFAULT_TREE,
+    io_err, Database, KvIter, KvPair, Store, StoreError, StoreResult, Tree, WriteBatch,
+    DEFAULT_TREE,
 };
 
 /// sled's own log segment size for a new database (a storage parameter fixed at
@@ -43,16 +44,6 @@ fn sled_err(e: sled::Error) -> StoreError {
     match e {
         sled::Error::Io(io) => StoreError::from_io(io),
         other => StoreError::Other(other.to_string()),
-    }
-}
-
-fn io_err(what: &str, path: &Path, e: std::io::Error) -> StoreError {
-    let kind = e.kind();
-    let wrapped = std::io::Error::new(kind, format!("{what} {}: {e}", path.display()));
-    if super::super::error::is_enospc(&e) {
-        StoreError::DiskFull(wrapped)
-    } else {
-        StoreError::Io(wrapped)
     }
 }
 
