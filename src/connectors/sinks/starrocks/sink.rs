@@ -164,7 +164,6 @@ impl StarRocksLoadSink {
             .describe_all(&refs)
             .await
             .map_err(table_failure)?;
-        let mut ready = 0usize;
         for (info, target) in self.described.iter().zip(&targets) {
             let mappings = map_relation(&info.relation, &info.types, Some(&info.keys))
                 .map_err(|e| SinkFailure::permanent(e.to_string()))?;
@@ -181,13 +180,12 @@ impl StarRocksLoadSink {
                 .await
                 .map_err(table_failure)?;
             debug!(source = %source, target = %target, ?outcome, "target table ready");
-            ready += 1;
             self.checked
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(table_name(&info.relation), info.clone());
         }
-        info!(tables = ready, "target tables ready");
+        info!(tables = self.described.len(), "target tables ready");
         Ok(())
     }
 
