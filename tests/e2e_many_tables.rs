@@ -27,10 +27,6 @@ fn refused(e: &E2e) -> usize {
         .count()
 }
 
-fn slot_active(e: &E2e) -> bool {
-    e.sql("SELECT count(*) FROM pg_replication_slots WHERE active") == "1"
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_tables_start_with_a_few_statements_and_load_within_the_bound() {
     let names = names();
@@ -65,7 +61,7 @@ async fn many_tables_start_with_a_few_statements_and_load_within_the_bound() {
     for round in 1..=2i64 {
         let before = e.sr.mysql_statements();
         e.spawn();
-        e.wait_for(LONG, "streaming", slot_active).await;
+        e.wait_for(LONG, "streaming", E2e::slot_active).await;
         let mut sql = String::from("BEGIN;\n");
         for t in &names {
             sql.push_str(&format!(

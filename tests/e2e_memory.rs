@@ -33,10 +33,7 @@ async fn peak_memory_does_not_grow_with_transaction_size() {
     e.set_env("RUST_LOG", "info");
     e.spawn();
     let pid = e.child.as_ref().unwrap().id();
-    e.wait_for(LONG, "streaming", |e| {
-        e.sql("SELECT count(*) FROM pg_replication_slots WHERE active") == "1"
-    })
-    .await;
+    e.wait_for(LONG, "streaming", E2e::slot_active).await;
     let rows = |e: &E2e| e.sr.loaded_rows(DB, "big");
     // One transaction of 30k rows (three batches of FLUSH_SIZE), then one of 300k.
     e.sql("INSERT INTO big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 30000) g;");

@@ -186,6 +186,11 @@ impl E2e {
         )
     }
 
+    /// Whether a replication slot is in use (the daemon is streaming).
+    pub fn slot_active(&self) -> bool {
+        self.sql("SELECT count(*) FROM pg_replication_slots WHERE active") == "1"
+    }
+
     pub fn slot_count(&self) -> usize {
         self.sql("SELECT count(*) FROM pg_replication_slots")
             .parse()
